@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * child: common start-up of forked children. Signals stay blocked (the
+ * master blocked them before fork) and are read from a signalfd, so a
+ * signal is an ordinary event and no handler runs inside libevent.
+ */
+#include <sys/signalfd.h>
+#include <sys/types.h>
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "core/child.h"
+#include "core/log.h"
+
+int
+child_drop_privileges(const struct config *cfg)
+{
+	struct passwd *pw = NULL;
+	struct group *gr = NULL;
+	uid_t uid;
+	gid_t gid;
+
+	if (cfg->user[0] == '\0' && cfg->group[0] == '\0')
+		return 0;
+	if (cfg->user[0] != '\0' && (pw = getpwnam(cfg->user)) == NULL) {
+		log_errx("unknown user \"%s\"", cfg->user);
+		return -1;
+	}
+	if (cfg->group[0] != '\0' && (gr = getgrnam(cfg->group)) == NULL) {
+		log_errx("unknown group \"%s\"", cfg->group);
+		return -1;
+	}
+	gid = gr != NULL ? gr->gr_gid : pw != NULL ? pw->pw_gid : getegid();
+	uid = pw != NULL ? pw->pw_uid : geteuid();
+	if (getegid() != gid || getgid() != gid) {
+		if (setgroups(1, &gid) == -1 && errno != EPERM) {
+			log_err("setgroups(%u)", (unsigned)gid);
+			return -1;
+		}
+		if (setresgid(gid, gid, gid) == -1) {
+			log_err("setresgid(%u)", (unsigned)gid);
+			return -1;
+		}
+	}
+	if (geteuid() != uid || getuid() != uid) {
+		if (setresuid(uid, uid, uid) == -1) {
+			log_err("setresuid(%u)", (unsigned)uid);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+struct event_base *
+child_event_base(void)
+{
+	struct event_config *ec;
+	struct event_base *base;
+
+	ec = event_config_new();
+	if (ec == NULL)
+		fatalx("event_config_new");
+	/* Batch epoll changes: a session toggles reading often. */
+	event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+	base = event_base_new_with_config(ec);
+	event_config_free(ec);
+	if (base == NULL)
+		fatalx("event_base_new");
+	return base;
+}
+
+static void
+child_on_signal(evutil_socket_t fd, short what, void *arg)
+{
+	struct child_events *ce = arg;
+	struct signalfd_siginfo si;
+
+	while (read(fd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+			ce->on_stop(ce->arg);
+	}
+}
+
+static void
+child_on_parent(evutil_socket_t fd, short what, void *arg)
+{
+	struct child_events *ce = arg;
+	char buf[64];
+	ssize_t n;
+
+	n = read(fd, buf, sizeof(buf));
+	if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR)) {
+		/* The master is gone: stop like on SIGTERM. */
+		event_del(ce->parent_ev);
+		ce->on_stop(ce->arg);
+	}
+}
+
+int
+child_events_init(struct child_events *ce, struct event_base *base,
+    int parent_fd, void (*on_stop)(void *), void *arg)
+{
+	sigset_t set;
+
+	ce->on_stop = on_stop;
+	ce->arg = arg;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) == -1)
+		return -1;
+	ce->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (ce->sigfd == -1)
+		return -1;
+	ce->sig_ev = event_new(base, ce->sigfd, EV_READ | EV_PERSIST,
+	    child_on_signal, ce);
+	ce->parent_ev = event_new(base, parent_fd, EV_READ | EV_PERSIST,
+	    child_on_parent, ce);
+	if (ce->sig_ev == NULL || ce->parent_ev == NULL ||
+	    event_add(ce->sig_ev, NULL) == -1 ||
+	    event_add(ce->parent_ev, NULL) == -1)
+		return -1;
+	return 0;
+}
+
+void
+child_events_free(struct child_events *ce)
+{
+	if (ce->sig_ev != NULL)
+		event_free(ce->sig_ev);
+	if (ce->parent_ev != NULL)
+		event_free(ce->parent_ev);
+	if (ce->sigfd > 0)
+		close(ce->sigfd);
+}

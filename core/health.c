@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * health: the health process. One libevent loop runs the SMTP check of
+ * every server (smtp/check.c does the dialog), one in flight per server, the
+ * next `interval` after the previous one ended; applies rise/fall and
+ * publishes the result in shared memory, whose health region only this
+ * process writes. State changes are logged once.
+ */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "core/child.h"
+#include "core/health.h"
+#include "core/log.h"
+#include "core/net.h"
+#include "core/shm.h"
+#include "core/worker.h"
+#include "smtp/check.h"
+
+struct hc_server {
+	struct health *h;
+	const struct cfg_pool *pool;
+	const struct cfg_server *srv;
+	unsigned slot;
+	struct check *check;
+	struct event *timer;
+	enum shm_health state;
+	unsigned successes;		/* consecutive */
+	unsigned failures;		/* consecutive */
+	uint32_t checks;
+};
+
+struct health {
+	struct event_base *base;
+	const struct runtime *rt;
+	struct child_events ce;
+	struct hc_server *servers;
+	size_t nservers;
+};
+
+static void hc_start(struct hc_server *hs);
+
+static void
+hc_schedule(struct hc_server *hs, unsigned ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	evtimer_add(hs->timer, &tv);
+}
+
+static void
+hc_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	hc_start(arg);
+}
+
+/* rise/fall: one failure from unknown is enough to go down (SPEC.md). */
+static enum shm_health
+hc_next_state(struct hc_server *hs, bool ok)
+{
+	const struct cfg_health *hc = &hs->pool->health;
+
+	if (ok) {
+		hs->successes++;
+		hs->failures = 0;
+	} else {
+		hs->failures++;
+		hs->successes = 0;
+	}
+	switch (hs->state) {
+	case SHM_HEALTH_UNKNOWN:
+		return ok ? SHM_HEALTH_UP : SHM_HEALTH_DOWN;
+	case SHM_HEALTH_UP:
+		return hs->failures >= hc->fall ? SHM_HEALTH_DOWN :
+		    SHM_HEALTH_UP;
+	case SHM_HEALTH_DOWN:
+		return hs->successes >= hc->rise ? SHM_HEALTH_UP :
+		    SHM_HEALTH_DOWN;
+	}
+	return hs->state;
+}
+
+static void
+hc_on_done(bool ok, const char *reason, double elapsed_ms, void *arg)
+{
+	struct hc_server *hs = arg;
+	struct shm_health_snapshot snap;
+	enum shm_health next;
+
+	check_free(hs->check);
+	hs->check = NULL;
+	hs->checks++;
+	next = hc_next_state(hs, ok);
+	if (next != hs->state) {
+		if (next == SHM_HEALTH_DOWN)
+			log_warnx("health: server %s/%s is DOWN (%s)",
+			    hs->pool->name, hs->srv->name, reason);
+		else
+			log_info("health: server %s/%s is UP (%s)",
+			    hs->pool->name, hs->srv->name, reason);
+		hs->state = next;
+	} else {
+		log_debug("health: server %s/%s %s: %s (%.1f ms)",
+		    hs->pool->name, hs->srv->name, ok ? "ok" : "failed",
+		    reason, elapsed_ms);
+	}
+	memset(&snap, 0, sizeof(snap));
+	snap.state = hs->state;
+	snprintf(snap.reason, sizeof(snap.reason), "%s", reason);
+	snap.check_ms = elapsed_ms;
+	snap.last_check_us = net_now_us();
+	snap.checks = hs->checks;
+	shm_health_publish(hs->slot, &snap);
+	hc_schedule(hs, hs->pool->health.interval_ms);
+}
+
+static void
+hc_start(struct hc_server *hs)
+{
+	const struct cfg_pool *p = hs->pool;
+	struct check_params cp;
+
+	memset(&cp, 0, sizeof(cp));
+	cp.addr = (const struct sockaddr *)&hs->srv->address.ss;
+	cp.addrlen = hs->srv->address.len;
+	cp.proxy = p->proxy == CFG_PROXY_V1 ? CHECK_PROXY_V1 :
+	    p->proxy == CFG_PROXY_V2 ? CHECK_PROXY_V2 : CHECK_PROXY_NONE;
+	cp.dialog = p->health.check == CFG_CHECK_SMTP;
+	cp.helo = p->health.helo[0] != '\0' ? p->health.helo :
+	    hs->h->rt->cfg->hostname;
+	cp.timeout_ms = p->health.timeout_ms;
+	hs->check = check_start(hs->h->base, &cp, hc_on_done, hs);
+	if (hs->check == NULL) {
+		log_warnx("health: cannot start a check of %s/%s",
+		    p->name, hs->srv->name);
+		hc_schedule(hs, p->health.interval_ms);
+	}
+}
+
+static void
+hc_stop(void *arg)
+{
+	struct health *h = arg;
+
+	event_base_loopbreak(h->base);
+}
+
+void
+health_main(const struct runtime *rt, int parent_fd)
+{
+	struct health h;
+	struct shm_health_snapshot snap;
+	size_t n = 0, k = 0;
+
+	memset(&h, 0, sizeof(h));
+	h.rt = rt;
+	if (child_drop_privileges(rt->cfg) == -1)
+		exit(CHILD_EXIT_CONFIG);
+	h.base = child_event_base();
+	for (size_t i = 0; i < rt->npools; i++)
+		n += rt->pools[i].cfg->nservers;
+	h.servers = calloc(n ? n : 1, sizeof(*h.servers));
+	if (h.servers == NULL)
+		fatal("health: calloc");
+	h.nservers = n;
+	for (size_t i = 0; i < rt->npools; i++) {
+		const struct cfg_pool *p = rt->pools[i].cfg;
+
+		for (size_t j = 0; j < p->nservers; j++) {
+			struct hc_server *hs = &h.servers[k++];
+
+			hs->h = &h;
+			hs->pool = p;
+			hs->srv = &p->servers[j];
+			hs->slot = rt->pools[i].server_slot[j];
+			/* A respawned health process goes on from the state
+			 * its predecessor published. */
+			shm_health_recover(hs->slot);
+			shm_health_read(hs->slot, &snap);
+			hs->state = snap.state;
+			hs->checks = snap.checks;
+			hs->timer = evtimer_new(h.base, hc_on_timer, hs);
+			if (hs->timer == NULL)
+				fatalx("health: evtimer_new");
+			hc_start(hs);
+		}
+	}
+	if (child_events_init(&h.ce, h.base, parent_fd, hc_stop, &h) == -1)
+		fatalx("health: cannot watch signals");
+	log_debug("health process started: %zu server(s)", n);
+
+	event_base_dispatch(h.base);
+
+	for (size_t i = 0; i < h.nservers; i++) {
+		check_free(h.servers[i].check);
+		event_free(h.servers[i].timer);
+	}
+	free(h.servers);
+	child_events_free(&h.ce);
+	event_base_free(h.base);
+	exit(0);
+}

@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * worker: one unprivileged process running one libevent loop that accepts
+ * on the shared listening sockets and relays sessions.
+ */
+#ifndef SMTPFRONT_WORKER_H
+#define SMTPFRONT_WORKER_H
+
+#include "core/runtime.h"
+
+/* Exit status of a child that failed on its configuration: never respawned. */
+#define CHILD_EXIT_CONFIG 78
+
+/* Run a worker in the freshly forked child; never returns. */
+void worker_main(const struct runtime *rt, unsigned slot, int parent_fd)
+    __attribute__((noreturn));
+
+#endif

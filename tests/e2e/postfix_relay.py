@@ -1,0 +1,203 @@
+# SPDX-License-Identifier: MIT
+"""End-to-end proof against real Postfix: the real client address reaches postscreen.
+
+One private Postfix (postscreen + postscreen_upstream_proxy_protocol = haproxy) sits
+behind smtpfront; a client bound to 127.0.0.55 sends mail through smtpfront with a
+PROXY v1 and a v2 pool, and Postfix's own log must show 127.0.0.55, never smtpfront's
+127.0.0.1, for those sessions. Needs root (skipped otherwise, exit 77).
+"""
+
+import contextlib
+import os
+import re
+import smtplib
+import socket
+import sys
+import time
+import unittest
+
+from postfixlab import PostfixLab, postfix_available, send_test_mail
+
+from sfharness import Smtpfront, free_port
+
+CLIENT = '127.0.0.55'      # allowlisted in postscreen: no teaser, no greet wait
+NEW_CLIENT = '127.0.0.66'  # not allowlisted: sees postscreen's 220- teaser
+GREET_WAIT = 2             # seconds, postscreen_greet_wait of the lab
+
+
+def _config(listen_port, server, proxy):
+	# health checks reach Postfix too (as 127.0.0.1, allowlisted); a long interval
+	# keeps them few while the first one still runs at start
+	return '''\
+workers: 1
+hostname: smtpfront.test
+log:
+  target: stderr
+  level: info
+control:
+  socket: "@DIR@/control.sock"
+listeners:
+  - name: smtp
+    bind: ["127.0.0.1:{port}"]
+    pool: postfix
+pools:
+  postfix:
+    proxy_protocol: {proxy}
+    health:
+      interval: 30s
+      timeout: 10s
+    servers:
+      - name: lab
+        address: {server}
+'''.format(port=listen_port, server=server, proxy=proxy)
+
+
+@unittest.skipIf(postfix_available() is not None, postfix_available() or '')
+class PostfixRelay(unittest.TestCase):
+	@classmethod
+	def setUpClass(cls):
+		if not os.environ.get('SMTPFRONT_BIN'):
+			raise RuntimeError('SMTPFRONT_BIN is not set (run through meson test)')
+		cls.lab = PostfixLab(free_port(), proxy='haproxy', greet_wait='%ds' % GREET_WAIT,
+			access_list=['127.0.0.1/32', CLIENT + '/32'])
+		try:
+			cls.lab.start()
+		except BaseException:
+			cls.lab.abort()
+			cls.lab.cleanup()
+			raise
+
+	@classmethod
+	def tearDownClass(cls):
+		try:
+			cls.lab.stop()
+		finally:
+			cls.lab.cleanup()
+
+	def setUp(self):
+		self.sf = None
+
+	def tearDown(self):
+		if self.sf is not None:
+			self.sf.__exit__(None, None, None)  # stop, remove its temp dir
+
+	@contextlib.contextmanager
+	def _explained(self):
+		"""On any failure, print both sides' logs: the reason is usually there."""
+		try:
+			yield
+		except BaseException:
+			if self.sf is not None:
+				sys.stderr.write('--- smtpfront log ---\n%s\n' % '\n'.join(self.sf.logs()))
+			sys.stderr.write('--- postfix maillog (tail) ---\n%s\n'
+				% self.lab.log_text()[-5000:])
+			raise
+
+	def _start_smtpfront(self, proxy):
+		self.sf_port = free_port()
+		self.sf = Smtpfront(_config(self.sf_port, self.lab.hostport, proxy))
+		self.sf.wait_ready()
+
+	def _assert_no_header_trouble(self, mark):
+		bad = self.lab.find_log(r'warning: haproxy read|unrecognized protocol header'
+			r'|bad or missing|lost connection after CONNECT|No system resources', mark)
+		self.assertEqual([m.group(0) for m in bad], [],
+			'Postfix refused a PROXY header from smtpfront')
+
+	def _assert_real_client(self, client, client_port, reply, mark, proxy):
+		"""Postfix saw `client` (not the proxy) for this session and queued its mail."""
+		lab = self.lab
+		ip = re.escape(client)
+		self.assertEqual(reply[0], 250, reply)
+		qid = re.search(r'queued as ([0-9A-Za-z]+)', reply[1])
+		self.assertIsNotNone(qid, reply)
+		qid = qid.group(1)
+		# the header carries the client and the address it connected to (smtpfront's)
+		lab.wait_log(r'postscreen\[\d+\]: CONNECT from \[%s\]:%d to \[127\.0\.0\.1\]:%d$'
+			% (ip, client_port, self.sf_port), 10, mark)
+		lab.wait_log(r'smtpd\[\d+\]: connect from unknown\[%s\]$' % ip, 10, mark)
+		lab.wait_log(r'smtpd\[\d+\]: %s: client=unknown\[%s\]$' % (qid, ip), 10, mark)
+		lab.wait_log(r'smtpd\[\d+\]: disconnect from unknown\[%s\] .*\bmail=1\b' % ip,
+			10, mark)
+		lab.wait_log(r'discard\[\d+\]: %s: to=<user@test\.example>.*status=sent' % qid,
+			10, mark)
+		# Nothing arrived as smtpfront's own address: no session claiming 127.0.0.1
+		# at the listener, and no mail from 127.0.0.1 (the only 127.0.0.1 sessions are
+		# smtpfront's health checks: CONNECT to Postfix's port, EHLO and QUIT).
+		self.assertEqual(lab.find_log(
+			r'CONNECT from \[127\.0\.0\.1\]:\d+ to \[127\.0\.0\.1\]:%d$' % self.sf_port,
+			mark), [])
+		self.assertEqual(lab.find_log(r'client=unknown\[127\.0\.0\.1\]', mark), [])
+		self.assertEqual(lab.find_log(
+			r'disconnect from unknown\[127\.0\.0\.1\] .*\b(mail|rcpt|data)=', mark), [])
+		self._assert_no_header_trouble(mark)
+		# smtpfront's session line joins with Postfix's CONNECT line
+		self.sf.wait_log(r'\bsession client=\[%s\]:%d .*\bproxy=%s\b.*\bresult=ok\b'
+			% (ip, client_port, proxy), 10)
+
+	def _relay_one(self, proxy):
+		mark = self.lab.log_mark()
+		with self._explained():
+			self._start_smtpfront(proxy)
+			reply = send_test_mail('127.0.0.1', self.sf_port, source=CLIENT)
+			self._assert_real_client(CLIENT, reply[2], reply[:2], mark, proxy)
+
+	def test_v1_real_client_address(self):
+		self._relay_one('v1')
+
+	def test_v2_real_client_address(self):
+		self._relay_one('v2')
+
+	def test_v2_postscreen_teaser_passes_through(self):
+		"""A new client sees postscreen's 220- at once, its 220 after greet_wait."""
+		mark = self.lab.log_mark()
+		with self._explained():
+			self._teaser_session(mark)
+
+	def _teaser_session(self, mark):
+		self._start_smtpfront('v2')
+		sock = socket.create_connection(('127.0.0.1', self.sf_port), timeout=30,
+			source_address=(NEW_CLIENT, 0))
+		client_port = sock.getsockname()[1]
+		f = sock.makefile('rb')
+		t0 = time.monotonic()
+		first = f.readline()
+		t1 = time.monotonic()
+		self.assertTrue(first.startswith(b'220-'), first)
+		self.assertLess(t1 - t0, GREET_WAIT * 0.75, 'teaser held back by smtpfront')
+		last = first
+		while last[3:4] == b'-':
+			last = f.readline()
+		self.assertTrue(last.startswith(b'220 '), last)
+		self.assertGreaterEqual(time.monotonic() - t0, GREET_WAIT * 0.75,
+			'final 220 came before postscreen_greet_wait: not postscreen?')
+		s = smtplib.SMTP(timeout=30)
+		s.sock, s.file = sock, f
+		try:
+			s.ehlo('client.test')
+			self.assertEqual(s.mail('sender@client.test')[0], 250)
+			self.assertEqual(s.rcpt('user@test.example')[0], 250)
+			code, text = s.data('Subject: teaser\r\n\r\nhello\r\n')
+			s.quit()
+		finally:
+			s.close()
+		self.lab.wait_log(r'postscreen\[\d+\]: PASS NEW \[%s\]:%d$'
+			% (re.escape(NEW_CLIENT), client_port), 10, mark)
+		self._assert_real_client(NEW_CLIENT, client_port,
+			(code, text.decode('utf-8', 'replace')), mark, 'v2')
+
+
+def main():
+	prog = unittest.main(exit=False, verbosity=2)
+	r = prog.result
+	if r.failures or r.errors or r.unexpectedSuccesses:
+		sys.exit(1)
+	if r.testsRun and len(r.skipped) == r.testsRun:
+		for _, why in r.skipped[:1]:
+			print('SKIP:', why)
+		sys.exit(77)  # meson reports SKIP
+	sys.exit(0)
+
+
+if __name__ == '__main__':
+	main()

@@ -523,13 +523,6 @@ cfg_check_supported(struct cfg_parser *p, const char *section,
 		    l->max_connections_per_client != 0)
 			cfg_error(p, value, "max_connections_per_client other "
 			    "than 0 is not supported yet");
-	} else if (strcmp(section, "pool") == 0) {
-		const struct cfg_pool *pool = obj;
-
-		if (strcmp(key, "balance") == 0 &&
-		    pool->balance != CFG_BALANCE_ROUNDROBIN)
-			cfg_error(p, value, "balance: %s is not supported yet "
-			    "(only roundrobin is)", cfg_balance_names[pool->balance]);
 	}
 }
 

@@ -957,13 +957,13 @@ static const struct {
 	    "accept_proxy: true needs at least one network in trusted_proxies" },
 	{ T_LISTENER, "max_connections_per_client: 5", 1, 5, 33,
 	    "max_connections_per_client other than 0 is not supported yet" },
-	{ T_POOL, "balance: source", 1, 7, 14, "balance: source is not supported yet" },
-	{ T_POOL, "balance: leastconn", 1, 7, 14, "balance: leastconn is not supported yet" },
-	{ T_POOL, "balance: first", 1, 7, 14, "balance: first is not supported yet" },
 	/* supported values pass */
 	{ T_LISTENER, "accept_proxy: false", 0, 0, 0, NULL },
 	{ T_LISTENER, "max_connections_per_client: 0", 0, 0, 0, NULL },
 	{ T_POOL, "balance: roundrobin", 0, 0, 0, NULL },
+	{ T_POOL, "balance: source", 0, 0, 0, NULL },
+	{ T_POOL, "balance: leastconn", 0, 0, 0, NULL },
+	{ T_POOL, "balance: first", 0, 0, 0, NULL },
 };
 
 START_TEST(test_check_supported)
@@ -990,15 +990,15 @@ START_TEST(test_check_supported)
 }
 END_TEST
 
-START_TEST(test_spec_example_gated)
+START_TEST(test_spec_example_verbatim)
 {
 	struct cfg_diag d;
 	struct config *cfg = load(SPEC_EXAMPLE("source"), &d);
 
-	/* the verbatim example fails on balance: source alone, for now */
-	ck_assert_ptr_null(cfg);
-	ck_assert_msg(d.n == 1 && find(&d, CFG_ERROR, 27, 14,
-	    "balance: source is not supported yet") != NULL, "%s", dump(&d));
+	/* the example exactly as SPEC.md prints it loads */
+	ck_assert_msg(cfg != NULL && d.nerrors == 0, "%s", dump(&d));
+	ck_assert_int_eq(cfg->pools[0].balance, CFG_BALANCE_SOURCE);
+	cfg_free(cfg);
 	cfg_diag_free(&d);
 }
 END_TEST
@@ -1171,7 +1171,7 @@ config_suite(void)
 	tc = tcase_create("cfg_check_supported");
 	tcase_add_loop_test(tc, test_check_supported, 0,
 	    (int)(sizeof gate_vectors / sizeof gate_vectors[0]));
-	tcase_add_test(tc, test_spec_example_gated);
+	tcase_add_test(tc, test_spec_example_verbatim);
 	suite_add_tcase(s, tc);
 
 	ADD("cfg_load_file", test_load_file);

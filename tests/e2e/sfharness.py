@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import smtplib
 import socket
 import subprocess
@@ -434,6 +435,14 @@ class Smtpfront:
             pass
         self._err.join()
         self._out.join()
+        # A sanitizer report from any child (worker, health process) fails
+        # the stop even though the master itself exited cleanly.
+        bad = [l for l in self.logs()
+               if 'Sanitizer' in l or 'runtime error:' in l]
+        if bad:
+            sys.stderr.write('smtpfront sanitizer report:\n%s\n'
+                             % '\n'.join(bad[:40]))
+            return 'sanitizer'
         return rc
 
     def __enter__(self):

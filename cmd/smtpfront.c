@@ -4,6 +4,8 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +36,26 @@ write_pidfile(const char *path)
 		return -1;
 	fprintf(f, "%ld\n", (long)getpid());
 	return fclose(f) == 0 ? 0 : -1;
+}
+
+/* The children switch to user/group: a name that does not exist must stop
+ * the start (and fail -t), not surface later as workers that exit. */
+static int
+check_accounts(const struct config *cfg, const char *path)
+{
+	int rc = 0;
+
+	if (cfg->user[0] != '\0' && getpwnam(cfg->user) == NULL) {
+		fprintf(stderr, "%s: user \"%s\" does not exist\n", path,
+		    cfg->user);
+		rc = -1;
+	}
+	if (cfg->group[0] != '\0' && getgrnam(cfg->group) == NULL) {
+		fprintf(stderr, "%s: group \"%s\" does not exist\n", path,
+		    cfg->group);
+		rc = -1;
+	}
+	return rc;
 }
 
 int
@@ -75,6 +97,10 @@ main(int argc, char **argv)
 	cfg = cfg_load_file(path, &diag);
 	cfg_diag_print(&diag, stderr);
 	cfg_diag_free(&diag);
+	if (cfg != NULL && check_accounts(cfg, path) == -1) {
+		cfg_free(cfg);
+		cfg = NULL;
+	}
 	if (cfg == NULL) {
 		if (test_only)
 			fprintf(stderr, "smtpfront: %s: configuration is "

@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: MIT
+"""smtpfront -t: exit 0 on a valid file (warnings allowed), 1 with every
+error as FILE:LINE:COLUMN: message; children run as the configured user."""
+
+import os
+import re
+import subprocess
+import tempfile
+import unittest
+
+import sfharness as h
+
+VALID = """\
+hostname: mx.test
+listeners:
+  - name: smtp
+    bind: ["127.0.0.1:%d"]
+    pool: p
+pools:
+  p:
+    servers:
+      - name: a
+        address: 127.0.0.1:9
+"""
+
+TWO_ERRORS = """\
+hostname: mx.test
+listeners:
+  - name: smtp
+    bind: ["127.0.0.1:2525"]
+    pool: nosuchpool
+    client_timeout: 5x
+pools:
+  p:
+    servers:
+      - name: a
+        address: 127.0.0.1:9
+"""
+
+
+class ConfigCliTest(unittest.TestCase):
+    def run_t(self, text, name='smtpfront.yaml'):
+        d = tempfile.mkdtemp(prefix='sfcli-')
+        self.addCleanup(lambda: subprocess.run(['rm', '-rf', d]))
+        path = os.path.join(d, name)
+        with open(path, 'w') as f:
+            f.write(text)
+        p = subprocess.run([h.SMTPFRONT_BIN, '-t', '-c', path],
+                           capture_output=True, text=True, timeout=30)
+        return p, path
+
+    def test_valid(self):
+        p, path = self.run_t(VALID % h.free_port())
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn('configuration is valid', p.stderr)
+
+    def test_every_error_with_position(self):
+        p, path = self.run_t(TWO_ERRORS)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        errs = re.findall(r'^%s:(\d+):(\d+): (.*)$' % re.escape(path),
+                          p.stderr, re.M)
+        got = {(int(l), int(c)) for l, c, _ in errs}
+        self.assertIn((5, 11), got, p.stderr)    # the unknown pool
+        self.assertIn((6, 21), got, p.stderr)    # the bad duration
+        self.assertRegex(p.stderr, r'unknown pool "nosuchpool"')
+
+    def test_syntax_error(self):
+        p, path = self.run_t('listeners: [\n  - {name: x\n')
+        self.assertEqual(p.returncode, 1)
+        self.assertRegex(p.stderr, r'^%s:\d+:\d+: ' % re.escape(path))
+
+    def test_missing_file(self):
+        p = subprocess.run([h.SMTPFRONT_BIN, '-t', '-c', '/nonexistent/x'],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn('/nonexistent/x', p.stderr)
+
+    def test_unknown_user(self):
+        p, _ = self.run_t('user: no-such-user-here\n' + VALID % 2525)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn('user "no-such-user-here" does not exist', p.stderr)
+
+    @unittest.skipUnless(os.geteuid() == 0, 'needs root to switch users')
+    def test_children_drop_privileges(self):
+        import pwd
+        nobody = pwd.getpwnam('nobody').pw_uid
+        port = h.free_port()
+        with h.Smtpfront('user: nobody\ngroup: nogroup\nworkers: 2\n'
+                         + VALID % port) as sf:
+            sf.wait_ready()
+            # two workers and the health process, all as nobody
+            # The health process logs its first result once it runs; by
+            # then every child has been forked.
+            sf.wait_log(r'health: server p/a is DOWN', 10)
+            kids = sf.children()
+            self.assertEqual(len(kids), 3, kids)
+            for pid in kids:
+                with open('/proc/%d/status' % pid) as f:
+                    uids = re.search(r'^Uid:\s+(.*)$', f.read(), re.M)
+                self.assertEqual(set(map(int, uids.group(1).split())),
+                                 {nobody}, pid)
+            self.assertEqual(os.stat('/proc/%d' % sf.pid).st_uid, 0)
+            self.assertEqual(sf.stop(), 0)
+
+
+if __name__ == '__main__':
+    unittest.main(verbosity=2)

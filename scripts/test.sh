@@ -33,6 +33,16 @@ print(n)' "$dir/meson-logs/testlog.json")
 	failed=$((failed + f))
 }
 run_suite build
+# The benchmark's quick mode: every proxy row once, checking that no
+# session or message is lost (numbers are not judged here).
+if ./bench/run --quick --build build >build/bench-quick.log 2>&1; then
+	echo "bench --quick: 1 passed, 0 failed"
+	passed=$((passed + 1))
+else
+	tail -n 30 build/bench-quick.log
+	echo "bench --quick: 0 passed, 1 failed"
+	failed=$((failed + 1))
+fi
 run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false \
 	-Dbuildtype=debug
 echo

@@ -187,9 +187,16 @@ master_on_respawn(evutil_socket_t fd, short what, void *arg)
 
 	if (m->stopping)
 		return;
-	for (size_t i = 0; i < m->nchildren; i++)
-		if (m->children[i].respawn_pending)
-			master_spawn(m, &m->children[i]);
+	for (size_t i = 0; i < m->nchildren; i++) {
+		struct child *c = &m->children[i];
+
+		if (!c->respawn_pending)
+			continue;
+		master_spawn(m, c);
+		if (c->pid != 0)
+			log_info("%s %u respawned as pid %ld",
+			    child_kind_names[c->kind], c->slot, (long)c->pid);
+	}
 }
 
 static bool
@@ -251,6 +258,10 @@ master_reap(struct master *m)
 			evtimer_add(m->respawn_timer, &tv);
 		} else {
 			master_spawn(m, c);
+			if (c->pid != 0)
+				log_info("%s %u respawned as pid %ld",
+				    child_kind_names[c->kind], c->slot,
+				    (long)c->pid);
 		}
 	}
 	if (!master_children_alive(m) && !m->stopping) {

@@ -74,6 +74,7 @@ struct session {
 	bool server_shut;
 	const char *result;
 	bool logged;
+	bool listener_counted;		/* holds +1 in shm listener_active */
 	char last_error[192];
 };
 
@@ -176,7 +177,8 @@ session_free(struct session *s)
 	session_drop_server(s);
 	if (s->client != NULL)
 		bufferevent_free(s->client);
-	shm_listener_add(s->listener->slot, -1);
+	if (s->listener_counted)
+		shm_listener_add(s->listener->slot, -1);
 	TAILQ_REMOVE(&sessions, s, entry);
 	if (s->tried != s->tried_inline)
 		free(s->tried);
@@ -204,6 +206,12 @@ session_reply_close(struct session *s, const char *reply, const char *result)
 	s->server_idx = -1;	/* "server=-": none was reached */
 	session_log(s);
 	s->state = SESSION_CLOSING;
+	/* A refused connection is no longer a session: it must not keep
+	 * the next client out while it lingers for the FIN. */
+	if (s->listener_counted) {
+		shm_listener_add(s->listener->slot, -1);
+		s->listener_counted = false;
+	}
 	bufferevent_setcb(s->client, session_on_client_read,
 	    session_on_client_write, session_on_client_event, s);
 	bufferevent_setwatermark(s->client, EV_READ, 0, 0);
@@ -306,6 +314,7 @@ session_start(struct session_env *env, const struct rt_listener *l,
 	env->nsessions++;
 	active = shm_listener_active(l->slot);
 	shm_listener_add(l->slot, +1);
+	s->listener_counted = true;
 	bufferevent_setcb(s->client, session_on_client_read,
 	    session_on_client_write, session_on_client_event, s);
 
@@ -610,6 +619,14 @@ session_on_write(struct session *s, struct bufferevent *bev,
 		/* The peer finished and all of it is written: pass the FIN. */
 		shutdown(bufferevent_getfd(bev), SHUT_WR);
 		*shut = true;
+		if (bev == s->client) {
+			/* The server is gone: the client has nothing left to
+			 * say, only a short while to hang up in. */
+			struct timeval tv;
+
+			ms_to_tv(CLOSING_LINGER_MS, &tv);
+			bufferevent_set_timeouts(s->client, &tv, &tv);
+		}
 	}
 	if (s->client_shut && s->server_shut)
 		session_end(s, "ok");
@@ -663,6 +680,12 @@ session_on_client_event(struct bufferevent *bev, short what, void *arg)
 	if (s->state == SESSION_CLOSING) {
 		/* EOF, error or linger timeout: nothing more to say. */
 		session_free(s);
+		return;
+	}
+	if (s->server_eof && s->client_shut) {
+		/* Everything the server said was delivered and it hung up:
+		 * however the client goes now, the session went well. */
+		session_end(s, "ok");
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {

@@ -1,0 +1,121 @@
+# SPDX-License-Identifier: MIT
+"""Process lifecycle and capacity: SIGTERM lets open sessions finish and
+gives the backlog the shutdown 421; shutdown_timeout cuts what is left;
+max_connections answers 421 4.7.0 across workers; a killed worker is
+respawned."""
+
+import os
+import re
+import signal
+import unittest
+
+import sfharness as h
+
+TIMEOUT = 15
+
+
+class LifecycleTest(unittest.TestCase):
+    def start(self, **cfg):
+        b = h.Backend(mode='normal', proxy='v2', name='b1')
+        self.addCleanup(b.stop)
+        port = h.free_port()
+        sf = h.Smtpfront(h.make_config(port, [(b.name, b.port)], **cfg))
+        self.addCleanup(sf.__exit__, None, None, None)
+        sf.wait_ready()
+        sf.port = port
+        return sf, b
+
+    def client(self, port):
+        c = h.RawSMTP('127.0.0.1', port, timeout=TIMEOUT)
+        self.addCleanup(c.close)
+        return c
+
+    def workers(self, sf):
+        """The worker pids: every child but the health process."""
+        m = sf.wait_log(r'smtpfront\[(\d+)\]: (?:warning: )?health: ', 10)
+        health = int(m.group(1))
+        return [p for p in sf.children() if p != health]
+
+    def test_sigterm_lets_sessions_finish_and_421s_the_backlog(self):
+        sf, b = self.start(workers=1, health={'check': 'connect'})
+        open_session = self.client(sf.port)
+        self.assertEqual(open_session.read_reply().code, 220)
+        (worker,) = self.workers(sf)
+        # A stopped worker accepts nothing: the next client waits in the
+        # listen backlog, where only the master can answer it.
+        os.kill(worker, signal.SIGSTOP)
+        self.addCleanup(lambda: os.kill(worker, signal.SIGCONT))
+        queued = self.client(sf.port)
+        mark = sf.mark()
+        os.kill(sf.pid, signal.SIGTERM)
+        sf.wait_log(r'received Terminated: stopping', TIMEOUT, since=mark)
+        reply = queued.read_reply()
+        self.assertEqual(reply.code, 421)
+        self.assertEqual(reply.text, '4.3.2 sf.test Service shutting down')
+        self.assertEqual(queued.wait_close(TIMEOUT), (b'', 'eof'))
+        os.kill(worker, signal.SIGCONT)
+        # The session that was open goes on to its end.
+        self.assertEqual(open_session.cmd('EHLO me').code, 250)
+        self.assertEqual(open_session.cmd('QUIT').code, 221)
+        self.assertEqual(open_session.wait_close(TIMEOUT)[1], 'eof')
+        open_session.close()
+        self.assertEqual(sf.stop(timeout=TIMEOUT), 0)
+        self.assertTrue(any(s['result'] == 'ok' for s in sf.sessions()))
+
+    def test_shutdown_timeout_ends_stuck_sessions(self):
+        sf, b = self.start(workers=1, shutdown_timeout='1s',
+                           health={'check': 'connect'})
+        c = self.client(sf.port)
+        self.assertEqual(c.read_reply().code, 220)
+        os.kill(sf.pid, signal.SIGTERM)
+        # The client says nothing more; the worker closes it at 1 s.
+        data, how = c.wait_close(TIMEOUT)
+        self.assertEqual(how, 'eof')
+        self.assertEqual(sf.stop(timeout=TIMEOUT), 0)
+        (s,) = sf.sessions()
+        self.assertEqual(s['result'], 'shutdown', s)
+
+    def test_max_connections_across_workers(self):
+        sf, b = self.start(workers=2, listener={'max_connections': 3},
+                           health={'check': 'connect'})
+        held = []
+        for _ in range(3):
+            c = self.client(sf.port)
+            self.assertEqual(c.read_reply().code, 220)
+            held.append(c)
+        over = self.client(sf.port)
+        reply = over.read_reply()
+        self.assertEqual(reply.code, 421)
+        self.assertEqual(reply.text,
+                         '4.7.0 sf.test Too many connections, try again later')
+        self.assertEqual(over.wait_close(TIMEOUT), (b'', 'eof'))
+        sf.wait_sessions(1, TIMEOUT, pred=lambda s: s['result'] == 'overload')
+        # Room again once one session ends.
+        self.assertEqual(held[0].cmd('QUIT').code, 221)
+        held[0].wait_close(TIMEOUT)
+        held[0].close()
+        sf.wait_sessions(1, TIMEOUT, pred=lambda s: s['result'] == 'ok')
+        again = self.client(sf.port)
+        self.assertEqual(again.read_reply().code, 220)
+
+    def test_killed_worker_is_respawned(self):
+        sf, b = self.start(workers=2, health={'check': 'connect'})
+        before = self.workers(sf)
+        self.assertEqual(len(before), 2)
+        mark = sf.mark()
+        os.kill(before[0], signal.SIGKILL)
+        sf.wait_log(r'worker \d+ \(pid %d\) killed by signal 9; respawning'
+                    % before[0], TIMEOUT, since=mark)
+        m = sf.wait_log(r'worker \d+ respawned as pid (\d+)', TIMEOUT,
+                        since=mark)
+        new = int(m.group(1))
+        self.assertIn(new, sf.children())
+        self.assertNotIn(before[0], sf.children())
+        for _ in range(10):
+            c = self.client(sf.port)
+            self.assertEqual(c.read_reply().code, 220)
+            self.assertEqual(c.cmd('QUIT').code, 221)
+
+
+if __name__ == '__main__':
+    unittest.main(verbosity=2)

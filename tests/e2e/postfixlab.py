@@ -188,7 +188,11 @@ class PostfixLab:
 			main.append(('message_size_limit', str(int(self.message_size_limit))))
 		if self.greet_wait is not None:
 			main.append(('postscreen_greet_wait', str(self.greet_wait)))
-		main.extend(self.extra_main.items())
+		# extra_main overrides in place: a repeated key makes Postfix warn
+		# "overriding earlier entry" in every process's log
+		main = [(k, self.extra_main.get(k, v)) for k, v in main]
+		main.extend((k, v) for k, v in self.extra_main.items()
+			if k not in dict(main))
 		self._write('main.cf', ''.join('%s = %s\n' % kv for kv in main))
 
 		host = '[%s]' % self.listen if ':' in self.listen else self.listen

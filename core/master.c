@@ -19,6 +19,7 @@
 
 #include <event2/event.h>
 
+#include "core/control.h"
 #include "core/health.h"
 #include "core/log.h"
 #include "core/master.h"
@@ -62,6 +63,7 @@ struct master {
 	struct event *kill_timer;
 	int pipe_r;			/* children watch it: EOF = master died */
 	int pipe_w;
+	struct control *ctl;
 	bool stopping;
 	int exit_code;
 };
@@ -166,6 +168,7 @@ master_spawn(struct master *m, struct child *c)
 	if (pid == 0) {
 		close(m->pipe_w);
 		close(m->sigfd);
+		control_close_in_child(m->ctl);
 		sigprocmask(SIG_SETMASK, &old, NULL);
 		if (c->kind == CHILD_HEALTH)
 			health_main(m->rt, m->pipe_r);
@@ -294,14 +297,25 @@ master_drain_backlog(struct master *m)
 		for (size_t j = 0; j < l->nbinds; j++) {
 			if (l->binds[j].fd == -1)
 				continue;
-			while ((fd = accept4(l->binds[j].fd, NULL, NULL,
-			    SOCK_NONBLOCK | SOCK_CLOEXEC)) != -1) {
+			for (;;) {
+				struct sockaddr_storage peer;
+				socklen_t len = sizeof(peer);
+				char client[NET_ADDR_TEXT];
+
+				fd = accept4(l->binds[j].fd,
+				    (struct sockaddr *)&peer, &len,
+				    SOCK_NONBLOCK | SOCK_CLOEXEC);
+				if (fd == -1)
+					break;
 				if (l->cfg->mode == CFG_MODE_SMTP)
 					(void)!write(fd, reply, (size_t)n);
 				shutdown(fd, SHUT_WR);
 				close(fd);
-				log_info("session listener=%s server=- "
-				    "result=shutdown", l->cfg->name);
+				net_addr_fmt((struct sockaddr *)&peer, client,
+				    sizeof(client));
+				log_info("session client=%s listener=%s "
+				    "server=- backend=- attempts=0 "
+				    "result=shutdown", client, l->cfg->name);
 			}
 			close(l->binds[j].fd);
 			l->binds[j].fd = -1;
@@ -390,6 +404,27 @@ master_log_ready(const struct master *m)
 	    m->rt->cfg->workers, buf);
 }
 
+/* The control socket's view of the children: running workers only. */
+static size_t
+master_control_workers(void *arg, struct control_worker *out, size_t cap)
+{
+	const struct master *m = arg;
+	size_t n = 0;
+
+	for (size_t i = 0; i < m->nchildren && n < cap; i++) {
+		const struct child *c = &m->children[i];
+
+		if (c->kind != CHILD_WORKER || c->pid == 0)
+			continue;
+		out[n].pid = c->pid;
+		out[n].generation = c->generation;
+		out[n].slot = c->slot;
+		out[n].draining = false;
+		n++;
+	}
+	return n;
+}
+
 int
 master_run(struct config *cfg)
 {
@@ -427,6 +462,10 @@ master_run(struct config *cfg)
 	if (m->sig_ev == NULL || m->respawn_timer == NULL ||
 	    m->kill_timer == NULL || event_add(m->sig_ev, NULL) == -1)
 		fatalx("cannot set up the master's events");
+	m->ctl = control_new(m->base, m->rt, master_control_workers, m);
+	if (m->ctl == NULL)
+		fatalx("cannot serve the control socket %s",
+		    cfg->control.socket);
 
 	if (cfg->workers + 1 > SHM_MAX_WORKERS)
 		fatalx("too many workers (at most %d)", SHM_MAX_WORKERS);
@@ -443,6 +482,7 @@ master_run(struct config *cfg)
 	event_base_dispatch(m->base);
 
 	master_kill_all(m, SIGKILL);
+	control_free(m->ctl);
 	event_free(m->sig_ev);
 	event_free(m->respawn_timer);
 	event_free(m->kill_timer);

@@ -36,6 +36,13 @@ class LifecycleTest(unittest.TestCase):
         health = int(m.group(1))
         return [p for p in sf.children() if p != health]
 
+    @staticmethod
+    def resume(pid):
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:      # it finished and exited: fine
+            pass
+
     def test_sigterm_lets_sessions_finish_and_421s_the_backlog(self):
         sf, b = self.start(workers=1, health={'check': 'connect'})
         open_session = self.client(sf.port)
@@ -44,7 +51,7 @@ class LifecycleTest(unittest.TestCase):
         # A stopped worker accepts nothing: the next client waits in the
         # listen backlog, where only the master can answer it.
         os.kill(worker, signal.SIGSTOP)
-        self.addCleanup(lambda: os.kill(worker, signal.SIGCONT))
+        self.addCleanup(self.resume, worker)
         queued = self.client(sf.port)
         mark = sf.mark()
         os.kill(sf.pid, signal.SIGTERM)
@@ -59,8 +66,11 @@ class LifecycleTest(unittest.TestCase):
         self.assertEqual(open_session.cmd('QUIT').code, 221)
         self.assertEqual(open_session.wait_close(TIMEOUT)[1], 'eof')
         open_session.close()
+        # (A second SIGTERM would stop at once: wait for the line first.)
+        sf.wait_sessions(1, TIMEOUT, pred=lambda s: s['result'] == 'ok')
         self.assertEqual(sf.stop(timeout=TIMEOUT), 0)
-        self.assertTrue(any(s['result'] == 'ok' for s in sf.sessions()))
+        self.assertTrue(any(s["result"] == "ok" for s in sf.sessions()),
+                        "\n".join(sf.logs()))
 
     def test_shutdown_timeout_ends_stuck_sessions(self):
         sf, b = self.start(workers=1, shutdown_timeout='1s',

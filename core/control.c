@@ -1,0 +1,700 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * control: the master's control socket. One request line (at most
+ * CONTROL_LINE_MAX bytes) per connection, one JSON answer, then close.
+ * Commands come from a {verb, handler} table. The admin state set here is
+ * kept in the master's own table (by pool, server name and address) so a
+ * new runtime can be given the same states, and mirrored to shared memory
+ * where the workers read it.
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <grp.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "core/control.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "core/net.h"
+#include "core/shm.h"
+
+#define CONTROL_LINE_MAX	4096
+#define CONTROL_TIMEOUT_S	5
+/* Connections served at once; more are closed at accept (the master's
+ * descriptors are not for a local client to exhaust). */
+#define CONTROL_MAX_CONNS	64
+#define CONTROL_ACCEPT_BATCH	16
+#define CONTROL_MAX_ARGS	8
+
+struct control_conn {
+	struct control *c;
+	struct bufferevent *bev;
+	struct control_conn *prev, *next;
+	bool answered;
+};
+
+struct control_admin {
+	char pool[CFG_NAME_MAX + 1];
+	char server[CFG_NAME_MAX + 1];
+	char address[sizeof(((struct cfg_addr *)0)->text)];
+	enum shm_admin state;
+};
+
+struct control {
+	struct event_base *base;
+	const struct runtime *rt;
+	control_workers_fn workers;
+	void *workers_arg;
+	int fd;
+	struct event *listen_ev;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	int64_t started_us;
+	struct control_conn *conns;
+	size_t nconns;
+	struct control_admin *admin;	/* servers not READY */
+	size_t nadmin;
+};
+
+typedef void (*control_handler)(struct control *c, struct evbuffer *out,
+    int argc, char **argv);
+
+struct control_command {
+	const char *verb;
+	int nargs;			/* -1 = checked by the handler */
+	const char *usage;
+	control_handler handler;
+};
+
+static void
+control_answer_error(struct evbuffer *out, const char *msg)
+{
+	evbuffer_add_printf(out, "{\"ok\":false,\"error\":");
+	(void)!json_write_string(out, msg);
+	evbuffer_add_printf(out, "}\n");
+}
+
+/* ------------------------------------------------------------ admin */
+
+static struct control_admin *
+control_admin_find(struct control *c, const char *pool, const char *server,
+    const char *address)
+{
+	for (size_t i = 0; i < c->nadmin; i++) {
+		struct control_admin *a = &c->admin[i];
+
+		if (strcmp(a->pool, pool) == 0 &&
+		    strcmp(a->server, server) == 0 &&
+		    strcmp(a->address, address) == 0)
+			return a;
+	}
+	return NULL;
+}
+
+static int
+control_admin_store(struct control *c, const char *pool,
+    const struct cfg_server *s, enum shm_admin state)
+{
+	struct control_admin *a, *n;
+
+	a = control_admin_find(c, pool, s->name, s->address.text);
+	if (a == NULL && state == SHM_ADMIN_READY)
+		return 0;
+	if (a == NULL) {
+		n = realloc(c->admin, (c->nadmin + 1) * sizeof(*n));
+		if (n == NULL)
+			return -1;
+		c->admin = n;
+		a = &c->admin[c->nadmin++];
+		snprintf(a->pool, sizeof(a->pool), "%s", pool);
+		snprintf(a->server, sizeof(a->server), "%s", s->name);
+		snprintf(a->address, sizeof(a->address), "%s",
+		    s->address.text);
+	}
+	if (state == SHM_ADMIN_READY) {
+		*a = c->admin[--c->nadmin];
+		return 0;
+	}
+	a->state = state;
+	return 0;
+}
+
+void
+control_set_runtime(struct control *c, const struct runtime *rt)
+{
+	struct control_admin *keep;
+	size_t nkeep = 0;
+
+	if (c == NULL)
+		return;
+	c->rt = rt;
+	keep = calloc(c->nadmin + 1, sizeof(*keep));
+	for (size_t i = 0; i < rt->npools; i++) {
+		const struct cfg_pool *p = rt->pools[i].cfg;
+
+		for (size_t j = 0; j < p->nservers; j++) {
+			const struct cfg_server *s = &p->servers[j];
+			struct control_admin *a = control_admin_find(c,
+			    p->name, s->name, s->address.text);
+			enum shm_admin st = a != NULL ? a->state :
+			    SHM_ADMIN_READY;
+
+			shm_admin_set(rt->pools[i].server_slot[j], st);
+			if (a != NULL && keep != NULL)
+				keep[nkeep++] = *a;
+		}
+	}
+	if (keep == NULL)
+		return;		/* out of memory: keep the old table */
+	free(c->admin);
+	c->admin = keep;
+	c->nadmin = nkeep;
+}
+
+/* ------------------------------------------------------------ commands */
+
+static void
+control_json_worker(struct evbuffer *out, const struct control_worker *w)
+{
+	evbuffer_add_printf(out, "{\"pid\":%ld,\"generation\":%u,"
+	    "\"draining\":%s,\"active\":%u}", (long)w->pid, w->generation,
+	    w->draining ? "true" : "false", shm_slot_active(w->slot));
+}
+
+static void
+control_json_server(struct evbuffer *out, const struct cfg_server *s,
+    unsigned slot, int64_t now)
+{
+	struct shm_health_snapshot h;
+	enum shm_admin admin = shm_admin_get(slot);
+	const char *state;
+
+	shm_health_read(slot, &h);
+	if (h.state > SHM_HEALTH_DOWN)
+		h.state = SHM_HEALTH_UNKNOWN;
+	if (admin > SHM_ADMIN_MAINT)
+		admin = SHM_ADMIN_READY;
+	state = admin != SHM_ADMIN_READY ? shm_admin_names[admin] :
+	    shm_health_names[h.state];
+	evbuffer_add_printf(out, "{\"name\":");
+	(void)!json_write_string(out, s->name);
+	evbuffer_add_printf(out, ",\"address\":");
+	(void)!json_write_string(out, s->address.text);
+	evbuffer_add_printf(out, ",\"state\":\"%s\",\"health\":\"%s\","
+	    "\"admin\":\"%s\",\"weight\":%u,\"backup\":%s,\"reason\":",
+	    state, shm_health_names[h.state], shm_admin_names[admin],
+	    s->weight, s->backup ? "true" : "false");
+	(void)!json_write_string(out, h.reason);
+	if (h.last_check_us == 0)
+		evbuffer_add_printf(out, ",\"check_ms\":null,"
+		    "\"last_check_s\":null");
+	else
+		evbuffer_add_printf(out, ",\"check_ms\":%.1f,"
+		    "\"last_check_s\":%.1f", h.check_ms,
+		    (double)(now - h.last_check_us) / 1e6);
+	evbuffer_add_printf(out, ",\"active\":%u,\"total\":%llu,"
+	    "\"failures\":%llu}", shm_server_active(slot),
+	    (unsigned long long)shm_server_total(slot),
+	    (unsigned long long)shm_server_failures(slot));
+}
+
+static void
+control_cmd_status(struct control *c, struct evbuffer *out, int argc,
+    char **argv)
+{
+	static struct control_worker w[SHM_MAX_WORKERS];
+	const struct runtime *rt = c->rt;
+	int64_t now = net_now_us();
+	size_t nw;
+
+	nw = c->workers(c->workers_arg, w, SHM_MAX_WORKERS);
+	evbuffer_add_printf(out, "{\"version\":\"%s\",\"uptime_s\":%lld,"
+	    "\"generation\":%u,\"workers\":[", SMTPFRONT_VERSION,
+	    (long long)((now - c->started_us) / 1000000), rt->generation);
+	for (size_t i = 0; i < nw; i++) {
+		if (i > 0)
+			evbuffer_add(out, ",", 1);
+		control_json_worker(out, &w[i]);
+	}
+	evbuffer_add_printf(out, "],\"pools\":[");
+	for (size_t i = 0; i < rt->npools; i++) {
+		const struct cfg_pool *p = rt->pools[i].cfg;
+
+		if (i > 0)
+			evbuffer_add(out, ",", 1);
+		evbuffer_add_printf(out, "{\"name\":");
+		(void)!json_write_string(out, p->name);
+		evbuffer_add_printf(out, ",\"balance\":\"%s\",\"servers\":[",
+		    cfg_balance_names[p->balance]);
+		for (size_t j = 0; j < p->nservers; j++) {
+			if (j > 0)
+				evbuffer_add(out, ",", 1);
+			control_json_server(out, &p->servers[j],
+			    rt->pools[i].server_slot[j], now);
+		}
+		evbuffer_add_printf(out, "]}");
+	}
+	evbuffer_add_printf(out, "]}\n");
+}
+
+static void
+control_set_admin(struct control *c, struct evbuffer *out, const char *which,
+    enum shm_admin state)
+{
+	const struct runtime *rt = c->rt;
+	const char *slash = strchr(which, '/');
+	char msg[256];
+
+	for (size_t i = 0; slash != NULL && i < rt->npools; i++) {
+		const struct cfg_pool *p = rt->pools[i].cfg;
+
+		if (strlen(p->name) != (size_t)(slash - which) ||
+		    strncmp(p->name, which, (size_t)(slash - which)) != 0)
+			continue;
+		for (size_t j = 0; j < p->nservers; j++) {
+			const struct cfg_server *s = &p->servers[j];
+
+			if (strcmp(s->name, slash + 1) != 0)
+				continue;
+			if (control_admin_store(c, p->name, s, state) == -1) {
+				control_answer_error(out, "out of memory");
+				return;
+			}
+			shm_admin_set(rt->pools[i].server_slot[j], state);
+			log_info("control: server %s/%s is now %s", p->name,
+			    s->name, shm_admin_names[state]);
+			evbuffer_add_printf(out, "{\"ok\":true}\n");
+			return;
+		}
+	}
+	snprintf(msg, sizeof(msg), "unknown server %s", which);
+	control_answer_error(out, msg);
+}
+
+static void
+control_cmd_enable(struct control *c, struct evbuffer *out, int argc,
+    char **argv)
+{
+	control_set_admin(c, out, argv[1], SHM_ADMIN_READY);
+}
+
+static void
+control_cmd_disable(struct control *c, struct evbuffer *out, int argc,
+    char **argv)
+{
+	control_set_admin(c, out, argv[1], SHM_ADMIN_MAINT);
+}
+
+static void
+control_cmd_drain(struct control *c, struct evbuffer *out, int argc,
+    char **argv)
+{
+	control_set_admin(c, out, argv[1], SHM_ADMIN_DRAIN);
+}
+
+static void
+control_cmd_reload(struct control *c, struct evbuffer *out, int argc,
+    char **argv)
+{
+	control_answer_error(out, "reload is not supported yet in this "
+	    "build; restart to apply a new config");
+}
+
+static const struct control_command control_commands[] = {
+	{ "status", 0, "status", control_cmd_status },
+	{ "enable", 1, "enable POOL/SERVER", control_cmd_enable },
+	{ "disable", 1, "disable POOL/SERVER", control_cmd_disable },
+	{ "drain", 1, "drain POOL/SERVER", control_cmd_drain },
+	{ "reload", 0, "reload", control_cmd_reload },
+};
+
+/* What a client wrote, made safe to quote back: printable ASCII only,
+ * bounded. */
+static void
+control_quote_verb(const char *in, char *out, size_t cap)
+{
+	size_t n = 0;
+
+	for (; *in != '\0' && n + 4 < cap; in++)
+		out[n++] = (*in > 0x20 && *in < 0x7f) ? *in : '?';
+	if (*in != '\0')
+		out[n++] = '.', out[n++] = '.', out[n++] = '.';
+	out[n] = '\0';
+}
+
+static void
+control_dispatch(struct control *c, char *line, struct evbuffer *out)
+{
+	char *argv[CONTROL_MAX_ARGS + 1], *save = NULL, *tok;
+	char quoted[72], msg[160];
+	int argc = 0;
+
+	for (tok = strtok_r(line, " \t\r", &save); tok != NULL;
+	    tok = strtok_r(NULL, " \t\r", &save)) {
+		if (argc == CONTROL_MAX_ARGS) {
+			control_answer_error(out, "too many arguments");
+			return;
+		}
+		argv[argc++] = tok;
+	}
+	argv[argc] = NULL;
+	if (argc == 0) {
+		control_answer_error(out, "empty request");
+		return;
+	}
+	for (size_t i = 0; i < sizeof(control_commands) /
+	    sizeof(control_commands[0]); i++) {
+		const struct control_command *cmd = &control_commands[i];
+
+		if (strcmp(cmd->verb, argv[0]) != 0)
+			continue;
+		if (cmd->nargs >= 0 && argc - 1 != cmd->nargs) {
+			snprintf(msg, sizeof(msg), "usage: %s", cmd->usage);
+			control_answer_error(out, msg);
+			return;
+		}
+		cmd->handler(c, out, argc, argv);
+		return;
+	}
+	control_quote_verb(argv[0], quoted, sizeof(quoted));
+	snprintf(msg, sizeof(msg), "unknown command \"%s\" (status, enable, "
+	    "disable, drain, reload)", quoted);
+	control_answer_error(out, msg);
+}
+
+/* ------------------------------------------------------------ connections */
+
+static void control_on_conn_event(struct bufferevent *bev, short what,
+    void *arg);
+
+static void
+control_conn_free(struct control_conn *cc)
+{
+	struct control *c = cc->c;
+
+	if (cc->prev != NULL)
+		cc->prev->next = cc->next;
+	else
+		c->conns = cc->next;
+	if (cc->next != NULL)
+		cc->next->prev = cc->prev;
+	c->nconns--;
+	bufferevent_free(cc->bev);
+	free(cc);
+}
+
+static void
+control_on_written(struct bufferevent *bev, void *arg)
+{
+	control_conn_free(arg);
+}
+
+/* Queue the answer to `line` (NULL: the request was too long) and close
+ * once it is written. */
+static void
+control_conn_answer(struct control_conn *cc, char *line)
+{
+	struct evbuffer *out = bufferevent_get_output(cc->bev);
+
+	cc->answered = true;
+	bufferevent_disable(cc->bev, EV_READ);
+	if (line == NULL)
+		control_answer_error(out, "request too long");
+	else
+		control_dispatch(cc->c, line, out);
+	bufferevent_setcb(cc->bev, NULL, control_on_written,
+	    control_on_conn_event, cc);
+	bufferevent_enable(cc->bev, EV_WRITE);
+}
+
+static void
+control_on_conn_read(struct bufferevent *bev, void *arg)
+{
+	struct control_conn *cc = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t n = 0;
+	char *line;
+
+	if (cc->answered)
+		return;
+	line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF);
+	if (line != NULL) {
+		if (n > CONTROL_LINE_MAX) {
+			free(line);
+			line = NULL;
+		}
+		control_conn_answer(cc, line);
+		free(line);
+		return;
+	}
+	if (evbuffer_get_length(in) > CONTROL_LINE_MAX)
+		control_conn_answer(cc, NULL);
+}
+
+static void
+control_on_conn_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct control_conn *cc = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t len = evbuffer_get_length(in);
+
+	/* A client that wrote its command without a newline and shut down
+	 * its side still gets an answer. */
+	if ((what & BEV_EVENT_EOF) && !cc->answered && len > 0 &&
+	    len <= CONTROL_LINE_MAX) {
+		char line[CONTROL_LINE_MAX + 1];
+
+		evbuffer_remove(in, line, len);
+		line[len] = '\0';
+		if (strlen(line) == len) {
+			control_conn_answer(cc, line);
+			return;
+		}
+	}
+	if (what & BEV_EVENT_TIMEOUT)
+		log_debug("control: closing an idle connection");
+	control_conn_free(cc);
+}
+
+static void
+control_on_accept(evutil_socket_t fd, short what, void *arg)
+{
+	struct control *c = arg;
+	struct timeval tv = { CONTROL_TIMEOUT_S, 0 };
+	struct control_conn *cc;
+	int s;
+
+	for (int i = 0; i < CONTROL_ACCEPT_BATCH; i++) {
+		s = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (s == -1) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != EINTR && errno != ECONNABORTED)
+				log_warn("control: accept");
+			return;
+		}
+		if (c->nconns >= CONTROL_MAX_CONNS) {
+			log_warnx("control: too many connections; closing one");
+			close(s);
+			continue;
+		}
+		cc = calloc(1, sizeof(*cc));
+		if (cc == NULL || (cc->bev = bufferevent_socket_new(c->base, s,
+		    BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+			log_warnx("control: out of memory");
+			free(cc);
+			close(s);
+			continue;
+		}
+		cc->c = c;
+		cc->next = c->conns;
+		if (c->conns != NULL)
+			c->conns->prev = cc;
+		c->conns = cc;
+		c->nconns++;
+		/* Reading stops one byte past the longest line allowed: that
+		 * byte, without a newline before it, is the "too long". */
+		bufferevent_setwatermark(cc->bev, EV_READ, 0,
+		    CONTROL_LINE_MAX + 1);
+		bufferevent_set_timeouts(cc->bev, &tv, &tv);
+		bufferevent_setcb(cc->bev, control_on_conn_read, NULL,
+		    control_on_conn_event, cc);
+		bufferevent_enable(cc->bev, EV_READ);
+	}
+}
+
+/* ------------------------------------------------------------ socket */
+
+static int
+control_mkdirs(const char *path)
+{
+	char dir[PATH_MAX];
+	char *p;
+
+	if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
+		return -1;
+	p = strrchr(dir, '/');
+	if (p == NULL || p == dir)
+		return 0;
+	*p = '\0';
+	for (p = dir + 1; ; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char save = *p;
+
+		*p = '\0';
+		if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
+			log_warn("control: cannot create directory %s", dir);
+			return -1;
+		}
+		*p = save;
+		if (save == '\0')
+			return 0;
+	}
+}
+
+/* 0: nothing there (or a stale socket, now removed); -1: refuse. */
+static int
+control_clear_path(const struct sockaddr_un *sun)
+{
+	struct stat st;
+	int fd, rc;
+
+	if (lstat(sun->sun_path, &st) == -1)
+		return errno == ENOENT ? 0 : -1;
+	if (!S_ISSOCK(st.st_mode)) {
+		log_warnx("control: %s exists and is not a socket",
+		    sun->sun_path);
+		return -1;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd == -1) {
+		log_warn("control: socket");
+		return -1;
+	}
+	rc = connect(fd, (const struct sockaddr *)sun, sizeof(*sun));
+	if (rc == 0 || errno == EAGAIN || errno == EINPROGRESS) {
+		close(fd);
+		log_warnx("control: another process answers on %s (is "
+		    "smtpfront already running?)", sun->sun_path);
+		return -1;
+	}
+	close(fd);
+	if (errno != ECONNREFUSED) {
+		log_warn("control: cannot check %s", sun->sun_path);
+		return -1;
+	}
+	if (unlink(sun->sun_path) == -1) {
+		log_warn("control: cannot remove the stale socket %s",
+		    sun->sun_path);
+		return -1;
+	}
+	log_info("control: removed the stale socket %s", sun->sun_path);
+	return 0;
+}
+
+static int
+control_listen(struct control *c, const struct config *cfg)
+{
+	struct sockaddr_un sun;
+	struct group *gr;
+	mode_t old;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(cfg->control.socket) >= sizeof(sun.sun_path)) {
+		log_warnx("control: socket path too long: %s",
+		    cfg->control.socket);
+		return -1;
+	}
+	memcpy(sun.sun_path, cfg->control.socket,
+	    strlen(cfg->control.socket));
+	if (control_mkdirs(sun.sun_path) == -1 ||
+	    control_clear_path(&sun) == -1)
+		return -1;
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+	    0);
+	if (c->fd == -1) {
+		log_warn("control: socket");
+		return -1;
+	}
+	/* Nobody but us may connect before mode and group are set. */
+	old = umask(0177);
+	if (bind(c->fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		umask(old);
+		log_warn("control: cannot bind %s", sun.sun_path);
+		return -1;
+	}
+	umask(old);
+	snprintf(c->path, sizeof(c->path), "%s", sun.sun_path);
+	if (cfg->control.group[0] != '\0') {
+		gr = getgrnam(cfg->control.group);
+		if (gr == NULL) {
+			log_warnx("control: group \"%s\" does not exist",
+			    cfg->control.group);
+			return -1;
+		}
+		if (chown(c->path, (uid_t)-1, gr->gr_gid) == -1) {
+			log_warn("control: chown %s", c->path);
+			return -1;
+		}
+	}
+	if (chmod(c->path, (mode_t)cfg->control.mode) == -1) {
+		log_warn("control: chmod %s", c->path);
+		return -1;
+	}
+	if (listen(c->fd, 16) == -1) {
+		log_warn("control: listen %s", c->path);
+		return -1;
+	}
+	return 0;
+}
+
+struct control *
+control_new(struct event_base *base, const struct runtime *rt,
+    control_workers_fn workers, void *arg)
+{
+	struct control *c = calloc(1, sizeof(*c));
+
+	if (c == NULL) {
+		log_warnx("control: out of memory");
+		return NULL;
+	}
+	c->base = base;
+	c->rt = rt;
+	c->workers = workers;
+	c->workers_arg = arg;
+	c->fd = -1;
+	c->started_us = net_now_us();
+	if (control_listen(c, rt->cfg) == -1) {
+		control_free(c);
+		return NULL;
+	}
+	c->listen_ev = event_new(base, c->fd, EV_READ | EV_PERSIST,
+	    control_on_accept, c);
+	if (c->listen_ev == NULL || event_add(c->listen_ev, NULL) == -1) {
+		log_warnx("control: cannot watch the socket");
+		control_free(c);
+		return NULL;
+	}
+	control_set_runtime(c, rt);
+	log_info("control: listening on %s", c->path);
+	return c;
+}
+
+void
+control_free(struct control *c)
+{
+	if (c == NULL)
+		return;
+	while (c->conns != NULL)
+		control_conn_free(c->conns);
+	if (c->listen_ev != NULL)
+		event_free(c->listen_ev);
+	if (c->fd != -1)
+		close(c->fd);
+	if (c->path[0] != '\0')
+		unlink(c->path);
+	free(c->admin);
+	free(c);
+}
+
+void
+control_close_in_child(struct control *c)
+{
+	if (c == NULL)
+		return;
+	if (c->fd != -1)
+		close(c->fd);
+	for (struct control_conn *cc = c->conns; cc != NULL; cc = cc->next)
+		close(bufferevent_getfd(cc->bev));
+}

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * control: the master's unix control socket (status, enable, disable,
+ * drain). Served from the master's event loop, never blocking it; the
+ * master owns the admin state it writes to shared memory.
+ */
+#ifndef SMTPFRONT_CONTROL_H
+#define SMTPFRONT_CONTROL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <event2/event.h>
+
+#include "core/runtime.h"
+
+struct control;
+
+/* One running worker as `status` shows it. */
+struct control_worker {
+	pid_t pid;
+	unsigned generation;
+	unsigned slot;			/* shm worker slot */
+	bool draining;			/* an old generation finishing its sessions */
+};
+
+/* Fills out[0..cap) with the running workers and returns how many. */
+typedef size_t (*control_workers_fn)(void *arg, struct control_worker *out,
+    size_t cap);
+
+/*
+ * Create the socket at rt->cfg->control (parent directory, stale socket,
+ * mode, group) and serve it on base. Refuses (NULL, reason logged) when
+ * another process answers on that path.
+ */
+struct control *control_new(struct event_base *base, const struct runtime *rt,
+    control_workers_fn workers, void *arg) __attribute__((warn_unused_result));
+/* Master exit: close every connection, unlink the socket. NULL is a no-op. */
+void control_free(struct control *c);
+/* In a freshly forked child: close the inherited descriptors, touch nothing
+ * else (the child's event base is not this one). NULL is a no-op. */
+void control_close_in_child(struct control *c);
+/* A new runtime (reload): admin states of servers with the same pool, name
+ * and address are written to their new shm slots. */
+void control_set_runtime(struct control *c, const struct runtime *rt);
+
+#endif

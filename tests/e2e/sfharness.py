@@ -744,3 +744,41 @@ def push_until_blocked(sock, limit, stall_timeout=2.0, chunk=None):
         return sent, False
     finally:
         sock.settimeout(old_timeout)
+
+
+# ---------------------------------------------------------------- health log
+
+_HEALTH_RE = re.compile(
+    r'smtpfront\[(\d+)\]: (?:warning: |debug: )?health: server (\S+) '
+    r'(?:is (UP|DOWN) \((.*)\)|(ok|failed): (.*) \([0-9.]+ ms\))$')
+
+
+def health_events(sf, server=None, since=0):
+    """The health process's lines about server ('POOL/NAME', or every
+    server) from log index since, as dicts: pid, server, event ('UP' |
+    'DOWN' for state changes; 'ok' | 'failed' for the debug line of a check
+    that changed nothing), reason, index (log line number)."""
+    out = []
+    for i, line in enumerate(sf.logs()[since:], since):
+        m = _HEALTH_RE.search(line)
+        if not m or (server is not None and m.group(2) != server):
+            continue
+        out.append({'pid': int(m.group(1)), 'server': m.group(2),
+                    'event': m.group(3) or m.group(5),
+                    'reason': m.group(4) if m.group(3) else m.group(6),
+                    'index': i})
+    return out
+
+
+def wait_health(sf, server, state=None, timeout=10, since=0):
+    """Wait for the state-change line 'health: server POOL/NAME is STATE
+    (REASON)' (any state when state is None) from log index since; returns
+    its health_events() dict. Raises HarnessError on timeout."""
+    rx = r'health: server %s is %s \(' % (re.escape(server),
+                                          state or '(?:UP|DOWN)')
+    sf.wait_log(rx, timeout, since=since)
+    for ev in health_events(sf, server, since):
+        if ev['event'] == state or (state is None and
+                                    ev['event'] in ('UP', 'DOWN')):
+            return ev
+    raise HarnessError('health line matched /%s/ but did not parse' % rx)

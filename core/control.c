@@ -432,6 +432,12 @@ control_on_conn_read(struct bufferevent *bev, void *arg)
 		if (n > CONTROL_LINE_MAX) {
 			free(line);
 			line = NULL;
+		} else {
+			/* A NUL would hide the rest of the line: keep it as
+			 * an unprintable byte, so it shows as garbage. */
+			for (size_t i = 0; i < n; i++)
+				if (line[i] == '\0')
+					line[i] = '\x01';
 		}
 		control_conn_answer(cc, line);
 		free(line);
@@ -456,10 +462,11 @@ control_on_conn_event(struct bufferevent *bev, short what, void *arg)
 
 		evbuffer_remove(in, line, len);
 		line[len] = '\0';
-		if (strlen(line) == len) {
-			control_conn_answer(cc, line);
-			return;
-		}
+		for (size_t i = 0; i < len; i++)
+			if (line[i] == '\0')
+				line[i] = '\x01';
+		control_conn_answer(cc, line);
+		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT)
 		log_debug("control: closing an idle connection");

@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "core/master.h"
 #include "core/net.h"
+#include "core/notify.h"
 #include "core/runtime.h"
 #include "core/shm.h"
 #include "core/worker.h"
@@ -355,6 +356,8 @@ master_stop(struct master *m, int signo)
 	log_info("received %s: stopping (sessions may take up to %u ms)",
 	    strsignal(signo), m->rt->cfg->shutdown_timeout_ms);
 	m->stopping = true;
+	if (notify_send("STOPPING=1") == -1)
+		log_warn("sd_notify STOPPING=1");
 	master_kill_all(m, SIGTERM);
 	master_drain_backlog(m);
 	evtimer_add(m->kill_timer, &tv);
@@ -478,6 +481,8 @@ master_run(struct config *cfg)
 	m->children[m->nchildren].kind = CHILD_HEALTH;
 	master_spawn(m, &m->children[m->nchildren++]);
 	master_log_ready(m);
+	if (notify_send("READY=1\nSTATUS=ready") == -1)
+		log_warn("sd_notify READY=1");
 
 	event_base_dispatch(m->base);
 

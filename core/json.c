@@ -16,6 +16,33 @@
 /* Deeper than any answer smtpfront writes; bounds the recursion. */
 #define JSON_MAX_DEPTH 32
 
+/* Length of the well-formed UTF-8 sequence at p (first byte >= 0x80), or
+ * 0 when it is not one. */
+static size_t
+json_utf8_len(const unsigned char *p)
+{
+	uint32_t cp;
+	size_t n;
+
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2, cp = p[0] & 0x1f;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		n = 3, cp = p[0] & 0x0f;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		n = 4, cp = p[0] & 0x07;
+	else
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80)	/* also stops at the NUL */
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3f);
+	}
+	if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp < 0xe000))) ||
+	    (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return n;
+}
+
 int
 json_write_string(struct evbuffer *out, const char *s)
 {
@@ -27,8 +54,24 @@ json_write_string(struct evbuffer *out, const char *s)
 	if (evbuffer_add(out, "\"", 1) == -1)
 		return -1;
 	for (; *p != '\0'; p++) {
-		size_t n = 2;
+		size_t n = 2, u;
 
+		if (*p >= 0x80) {
+			u = json_utf8_len(p);
+			if (u > 0) {
+				p += u - 1;
+				continue;
+			}
+			/* Not UTF-8 (a backend's reply can hold anything):
+			 * U+FFFD keeps the document valid. */
+			if (p > run && evbuffer_add(out, run,
+			    (size_t)(p - run)) == -1)
+				return -1;
+			if (evbuffer_add(out, "\\ufffd", 6) == -1)
+				return -1;
+			run = p + 1;
+			continue;
+		}
 		if (*p >= 0x20 && *p != '"' && *p != '\\')
 			continue;
 		if (p > run && evbuffer_add(out, run, (size_t)(p - run)) == -1)

@@ -1,0 +1,328 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * smtpfrontctl: the control client. Sends one command line to the master's
+ * control socket, reads the JSON answer and prints it for a human (or raw
+ * with `status --json`). Exit: 0 ok, 1 error or refused, 2 usage.
+ */
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/json.h"
+
+#define DEFAULT_SOCKET "/run/smtpfront/control.sock"
+/* The master answers from memory; this only bounds a wedged one. */
+#define CTL_TIMEOUT_S 30
+#define CTL_ANSWER_MAX (16 * 1024 * 1024)
+
+static void
+usage(FILE *out)
+{
+	fprintf(out, "usage: smtpfrontctl [-s SOCKET] COMMAND [ARGS]\n"
+	    "  -s SOCKET            control socket (default " DEFAULT_SOCKET
+	    ")\n"
+	    "commands:\n"
+	    "  status [--json]      workers, pools and servers\n"
+	    "  enable POOL/SERVER   take new sessions again\n"
+	    "  disable POOL/SERVER  no new sessions (maintenance)\n"
+	    "  drain POOL/SERVER    no new sessions; open ones finish\n"
+	    "  reload               re-read the configuration\n");
+}
+
+/* Send `request` and return the whole answer (malloc'd), or NULL with the
+ * reason printed. */
+static char *
+ctl_exchange(const char *path, const char *request, size_t *lenp)
+{
+	struct sockaddr_un sun;
+	struct timeval tv = { CTL_TIMEOUT_S, 0 };
+	size_t len = 0, cap = 4096;
+	char *buf;
+	ssize_t n;
+	int fd;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		fprintf(stderr, "smtpfrontctl: socket path too long: %s\n",
+		    path);
+		return NULL;
+	}
+	memcpy(sun.sun_path, path, strlen(path));
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		fprintf(stderr, "smtpfrontctl: socket: %s\n", strerror(errno));
+		return NULL;
+	}
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		int e = errno;
+
+		fprintf(stderr, "smtpfrontctl: cannot connect to %s: %s%s\n",
+		    path, strerror(e),
+		    e == ENOENT || e == ECONNREFUSED ?
+		    " (is smtpfront running?)" :
+		    e == EACCES || e == EPERM ?
+		    " (run as root or as a member of control.group)" : "");
+		close(fd);
+		return NULL;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (send(fd, request, strlen(request), MSG_NOSIGNAL) !=
+	    (ssize_t)strlen(request)) {
+		fprintf(stderr, "smtpfrontctl: cannot send to %s: %s\n", path,
+		    strerror(errno));
+		close(fd);
+		return NULL;
+	}
+	shutdown(fd, SHUT_WR);
+	buf = malloc(cap);
+	while (buf != NULL) {
+		if (len + 1 == cap) {
+			char *nb = cap >= CTL_ANSWER_MAX ? NULL :
+			    realloc(buf, cap * 2);
+
+			if (nb == NULL) {
+				fprintf(stderr, "smtpfrontctl: answer too "
+				    "large\n");
+				free(buf);
+				close(fd);
+				return NULL;
+			}
+			buf = nb;
+			cap *= 2;
+		}
+		n = read(fd, buf + len, cap - len - 1);
+		if (n == 0)
+			break;
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			fprintf(stderr, "smtpfrontctl: reading from %s: %s\n",
+			    path, errno == EAGAIN ? "timed out" :
+			    strerror(errno));
+			free(buf);
+			close(fd);
+			return NULL;
+		}
+		len += (size_t)n;
+	}
+	close(fd);
+	if (buf == NULL) {
+		fprintf(stderr, "smtpfrontctl: out of memory\n");
+		return NULL;
+	}
+	buf[len] = '\0';
+	if (len == 0) {
+		fprintf(stderr, "smtpfrontctl: %s closed without an answer\n",
+		    path);
+		free(buf);
+		return NULL;
+	}
+	*lenp = len;
+	return buf;
+}
+
+static void
+ctl_fmt_duration(double s, char *buf, size_t cap)
+{
+	long long t = (long long)s;
+
+	if (t < 60)
+		snprintf(buf, cap, "%llds", t);
+	else if (t < 3600)
+		snprintf(buf, cap, "%lldm%02llds", t / 60, t % 60);
+	else if (t < 86400)
+		snprintf(buf, cap, "%lldh%02lldm", t / 3600, t / 60 % 60);
+	else
+		snprintf(buf, cap, "%lldd%02lldh", t / 86400, t / 3600 % 24);
+}
+
+static void
+ctl_print_status(const struct json *st)
+{
+	const struct json *workers = json_get(st, "workers");
+	const struct json *pools = json_get(st, "pools");
+	char up[32];
+
+	ctl_fmt_duration(json_get_num(st, "uptime_s", 0), up, sizeof(up));
+	printf("smtpfront %s, generation %.0f, up %s\n",
+	    json_get_str(st, "version", "?"),
+	    json_get_num(st, "generation", 0), up);
+	printf("\n%-8s %4s %9s %7s\n", "WORKER", "GEN", "DRAINING", "ACTIVE");
+	for (size_t i = 0; workers != NULL && workers->type == JSON_ARRAY &&
+	    i < workers->nitems; i++) {
+		const struct json *w = workers->items[i];
+
+		printf("%-8.0f %4.0f %9s %7.0f\n", json_get_num(w, "pid", 0),
+		    json_get_num(w, "generation", 0),
+		    json_get_bool(w, "draining", false) ? "yes" : "no",
+		    json_get_num(w, "active", 0));
+	}
+	for (size_t i = 0; pools != NULL && pools->type == JSON_ARRAY &&
+	    i < pools->nitems; i++) {
+		const struct json *p = pools->items[i];
+		const struct json *servers = json_get(p, "servers");
+		int wname = 6, waddr = 7;
+
+		if (servers == NULL || servers->type != JSON_ARRAY)
+			continue;
+		for (size_t j = 0; j < servers->nitems; j++) {
+			const struct json *s = servers->items[j];
+			int a = (int)strlen(json_get_str(s, "name", ""));
+			int b = (int)strlen(json_get_str(s, "address", ""));
+
+			wname = a > wname ? a : wname;
+			waddr = b > waddr ? b : waddr;
+		}
+		printf("\npool %s (%s)\n", json_get_str(p, "name", "?"),
+		    json_get_str(p, "balance", "?"));
+		printf("%-*s %-*s %-7s %-7s %-5s %6s %6s %8s %8s %10s  %s\n",
+		    wname, "SERVER", waddr, "ADDRESS", "STATE", "HEALTH",
+		    "ADMIN", "WEIGHT", "ACTIVE", "TOTAL", "FAILURES",
+		    "CHECKED", "REASON");
+		for (size_t j = 0; j < servers->nitems; j++) {
+			const struct json *s = servers->items[j];
+			const struct json *last = json_get(s, "last_check_s");
+			char checked[32], state[16];
+
+			if (last != NULL && last->type == JSON_NUMBER)
+				snprintf(checked, sizeof(checked), "%.1fs ago",
+				    last->num);
+			else
+				snprintf(checked, sizeof(checked), "never");
+			snprintf(state, sizeof(state), "%s%s",
+			    json_get_str(s, "state", "?"),
+			    json_get_bool(s, "backup", false) ? "*" : "");
+			printf("%-*s %-*s %-7s %-7s %-5s %6.0f %6.0f %8.0f "
+			    "%8.0f %10s  %s\n", wname,
+			    json_get_str(s, "name", "?"), waddr,
+			    json_get_str(s, "address", "?"), state,
+			    json_get_str(s, "health", "?"),
+			    json_get_str(s, "admin", "?"),
+			    json_get_num(s, "weight", 0),
+			    json_get_num(s, "active", 0),
+			    json_get_num(s, "total", 0),
+			    json_get_num(s, "failures", 0), checked,
+			    json_get_str(s, "reason", ""));
+		}
+	}
+}
+
+/* An {"ok":false} answer: print its error (or errors) and fail. */
+static int
+ctl_print_failure(const struct json *ans)
+{
+	const struct json *errs = json_get(ans, "errors");
+	const char *err = json_get_str(ans, "error", NULL);
+
+	if (err != NULL)
+		fprintf(stderr, "smtpfrontctl: %s\n", err);
+	for (size_t i = 0; errs != NULL && errs->type == JSON_ARRAY &&
+	    i < errs->nitems; i++)
+		if (errs->items[i]->type == JSON_STRING)
+			fprintf(stderr, "%s\n", errs->items[i]->str);
+	if (err == NULL && (errs == NULL || errs->nitems == 0))
+		fprintf(stderr, "smtpfrontctl: command failed\n");
+	return 1;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *path = DEFAULT_SOCKET, *cmd;
+	char request[4096], err[128];
+	struct json *ans;
+	bool raw = false;
+	size_t len = 0;
+	char *text;
+	int ch, nargs, rc;
+
+	while ((ch = getopt(argc, argv, "+s:h")) != -1) {
+		switch (ch) {
+		case 's':
+			path = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc == 0) {
+		usage(stderr);
+		return 2;
+	}
+	cmd = argv[0];
+	nargs = argc - 1;
+	if (strcmp(cmd, "status") == 0) {
+		if (nargs == 1 && strcmp(argv[1], "--json") == 0)
+			raw = true;
+		else if (nargs != 0)
+			goto bad_usage;
+		snprintf(request, sizeof(request), "status\n");
+	} else if (strcmp(cmd, "enable") == 0 || strcmp(cmd, "disable") == 0 ||
+	    strcmp(cmd, "drain") == 0) {
+		if (nargs != 1 || strchr(argv[1], '/') == NULL ||
+		    strpbrk(argv[1], " \t\r\n") != NULL ||
+		    strlen(argv[1]) > 200)
+			goto bad_usage;
+		snprintf(request, sizeof(request), "%s %s\n", cmd, argv[1]);
+	} else if (strcmp(cmd, "reload") == 0) {
+		if (nargs != 0)
+			goto bad_usage;
+		snprintf(request, sizeof(request), "reload\n");
+	} else {
+		fprintf(stderr, "smtpfrontctl: unknown command \"%s\"\n", cmd);
+		usage(stderr);
+		return 2;
+	}
+
+	text = ctl_exchange(path, request, &len);
+	if (text == NULL)
+		return 1;
+	if (raw) {
+		fputs(text, stdout);
+		if (text[len - 1] != '\n')
+			putchar('\n');
+	}
+	ans = json_parse(text, len, err, sizeof(err));
+	if (ans == NULL || ans->type != JSON_OBJECT) {
+		fprintf(stderr, "smtpfrontctl: unreadable answer (%s): %.200s\n",
+		    ans == NULL ? err : "not an object", text);
+		json_free(ans);
+		free(text);
+		return 1;
+	}
+	if (json_get(ans, "ok") != NULL && !json_get_bool(ans, "ok", false))
+		rc = ctl_print_failure(ans);
+	else if (strcmp(cmd, "status") == 0) {
+		if (!raw)
+			ctl_print_status(ans);
+		rc = 0;
+	} else {
+		if (json_get(ans, "generation") != NULL)
+			printf("ok: generation %.0f\n",
+			    json_get_num(ans, "generation", 0));
+		else
+			printf("ok\n");
+		rc = 0;
+	}
+	json_free(ans);
+	free(text);
+	return rc;
+
+bad_usage:
+	fprintf(stderr, "smtpfrontctl: bad arguments for \"%s\"\n", cmd);
+	usage(stderr);
+	return 2;
+}

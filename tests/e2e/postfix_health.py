@@ -19,6 +19,7 @@ import sys
 import time
 import unittest
 
+import postfixlab
 from postfixlab import PostfixLab, postfix_available, send_test_mail
 
 from sfharness import RawSMTP, Smtpfront, free_port, make_config
@@ -260,17 +261,5 @@ class PostfixHealth(unittest.TestCase):
 			and s.get('result') == 'ok' and s.get('attempts') == '1')
 
 
-def main():
-	prog = unittest.main(exit=False, verbosity=2)
-	r = prog.result
-	if r.failures or r.errors or r.unexpectedSuccesses:
-		sys.exit(1)
-	if r.testsRun and len(r.skipped) == r.testsRun:
-		for _, why in r.skipped[:1]:
-			print('SKIP:', why)
-		sys.exit(77)  # meson reports SKIP
-	sys.exit(0)
-
-
 if __name__ == '__main__':
-	main()
+	postfixlab.run_tests()

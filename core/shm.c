@@ -43,6 +43,10 @@ struct shm_region {
 
 static struct shm_region *shm;
 static struct shm_slot *shm_mine;
+/* Master only: what workers that exited had counted, so totals survive
+ * respawns and reloads. Private memory: only the master reads totals. */
+static uint64_t retired_total[SHM_MAX_SERVERS];
+static uint64_t retired_failures[SHM_MAX_SERVERS];
 
 void
 shm_create(void)
@@ -59,6 +63,10 @@ shm_create(void)
 void
 shm_slot_reset(unsigned slot)
 {
+	for (unsigned i = 0; i < SHM_MAX_SERVERS; i++) {
+		retired_total[i] += shm->slots[slot].server_total[i];
+		retired_failures[i] += shm->slots[slot].server_failures[i];
+	}
 	memset(&shm->slots[slot], 0, sizeof(shm->slots[slot]));
 }
 
@@ -127,16 +135,41 @@ shm_server_active(unsigned server)
 	SHM_SUM(uint32_t, server_active[server]);
 }
 
+static uint64_t
+shm_server_total_live(unsigned server)
+{
+	SHM_SUM(uint64_t, server_total[server]);
+}
+
+static uint64_t
+shm_server_failures_live(unsigned server)
+{
+	SHM_SUM(uint64_t, server_failures[server]);
+}
+
 uint64_t
 shm_server_total(unsigned server)
 {
-	SHM_SUM(uint64_t, server_total[server]);
+	return retired_total[server] + shm_server_total_live(server);
 }
 
 uint64_t
 shm_server_failures(unsigned server)
 {
-	SHM_SUM(uint64_t, server_failures[server]);
+	return retired_failures[server] + shm_server_failures_live(server);
+}
+
+void
+shm_server_forget(unsigned server)
+{
+	struct shm_health_snapshot none;
+
+	memset(&none, 0, sizeof(none));
+	none.state = SHM_HEALTH_UNKNOWN;
+	shm_health_publish(server, &none);
+	shm_admin_set(server, SHM_ADMIN_READY);
+	retired_total[server] = 0;
+	retired_failures[server] = 0;
 }
 
 uint32_t

@@ -46,8 +46,11 @@ struct shm_health_snapshot {
 
 /* Create the mapping (master, before fork). Aborts on failure. */
 void shm_create(void);
-/* Zero a worker's slot after the master reaped it. */
+/* Zero a worker's slot after the master reaped it (its totals are kept). */
 void shm_slot_reset(unsigned slot);
+/* Master: a server slot changes hands (reload): health unknown, admin
+ * ready, totals zero. No live process may still use it. */
+void shm_server_forget(unsigned server);
 
 /* Writer side of a worker slot (the calling worker owns `slot`). */
 void shm_worker_attach(unsigned slot);

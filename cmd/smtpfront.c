@@ -118,9 +118,8 @@ main(int argc, char **argv)
 	    cfg->log.facility, cfg->log.level);
 	if (pidfile != NULL && write_pidfile(pidfile) == -1)
 		fatal("cannot write pid file %s", pidfile);
-	rc = master_run(cfg);
+	rc = master_run(cfg);		/* takes cfg */
 	if (pidfile != NULL)
 		unlink(pidfile);
-	cfg_free(cfg);
 	return rc;
 }

@@ -55,6 +55,7 @@ struct control {
 	struct event_base *base;
 	const struct runtime *rt;
 	control_workers_fn workers;
+	control_reload_fn reload;
 	void *workers_arg;
 	int fd;
 	struct event *listen_ev;
@@ -306,8 +307,28 @@ static void
 control_cmd_reload(struct control *c, struct evbuffer *out, int argc,
     char **argv)
 {
-	control_answer_error(out, "reload is not supported yet in this "
-	    "build; restart to apply a new config");
+	static char err[16384];
+	unsigned gen;
+	char *p, *nl;
+	bool first = true;
+
+	err[0] = '\0';
+	gen = c->reload(c->workers_arg, err, sizeof(err));
+	if (gen != 0) {
+		evbuffer_add_printf(out, "{\"ok\":true,\"generation\":%u}\n",
+		    gen);
+		return;
+	}
+	evbuffer_add_printf(out, "{\"ok\":false,\"error\":\"reload failed; "
+	    "the running configuration is unchanged\",\"errors\":[");
+	for (p = err; (nl = strchr(p, '\n')) != NULL; p = nl + 1) {
+		*nl = '\0';
+		if (!first)
+			evbuffer_add(out, ",", 1);
+		(void)!json_write_string(out, p);
+		first = false;
+	}
+	evbuffer_add_printf(out, "]}\n");
 }
 
 static const struct control_command control_commands[] = {
@@ -648,7 +669,7 @@ control_listen(struct control *c, const struct config *cfg)
 
 struct control *
 control_new(struct event_base *base, const struct runtime *rt,
-    control_workers_fn workers, void *arg)
+    control_workers_fn workers, control_reload_fn reload, void *arg)
 {
 	struct control *c = calloc(1, sizeof(*c));
 
@@ -659,6 +680,7 @@ control_new(struct event_base *base, const struct runtime *rt,
 	c->base = base;
 	c->rt = rt;
 	c->workers = workers;
+	c->reload = reload;
 	c->workers_arg = arg;
 	c->fd = -1;
 	c->started_us = net_now_us();

@@ -29,13 +29,18 @@ struct control_worker {
 typedef size_t (*control_workers_fn)(void *arg, struct control_worker *out,
     size_t cap);
 
+/* Reload the config: the new generation, or 0 with the reasons in err, one
+ * per line. */
+typedef unsigned (*control_reload_fn)(void *arg, char *err, size_t cap);
+
 /*
  * Create the socket at rt->cfg->control (parent directory, stale socket,
  * mode, group) and serve it on base. Refuses (NULL, reason logged) when
  * another process answers on that path.
  */
 struct control *control_new(struct event_base *base, const struct runtime *rt,
-    control_workers_fn workers, void *arg) __attribute__((warn_unused_result));
+    control_workers_fn workers, control_reload_fn reload, void *arg)
+    __attribute__((warn_unused_result));
 /* Master exit: close every connection, unlink the socket. NULL is a no-op. */
 void control_free(struct control *c);
 /* In a freshly forked child: close the inherited descriptors, touch nothing

@@ -2,8 +2,16 @@
 /*
  * master: binds the listeners, creates shared memory, forks the workers,
  * respawns children that die (rate-limited, never one that failed on its
- * config) and turns SIGTERM/SIGINT into a graceful stop. Signals arrive
- * through a signalfd as ordinary events.
+ * config), reloads on SIGHUP or `reload` and turns SIGTERM/SIGINT into a
+ * graceful stop. Signals arrive through a signalfd as ordinary events.
+ *
+ * Reload: the new config is loaded and its runtime built (listening sockets
+ * of unchanged bind addresses taken over, new ones bound) before anything
+ * changes; then the new generation of workers is forked, the old workers
+ * get SIGTERM (they close their listener copies at once and finish their
+ * sessions), and the health process is restarted once the old one exited,
+ * so each health record keeps a single writer. The master holds every
+ * listening socket throughout, so no connection is refused.
  */
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -29,6 +37,9 @@
 #include "core/shm.h"
 #include "core/worker.h"
 
+/* Room for the errors of one reload, as lines. */
+#define RELOAD_ERR_MAX		16384
+
 /* A child that dies this soon after starting counts as a quick death. */
 #define RESPAWN_QUICK_US	(1000 * 1000)
 /* After this many quick deaths in a row, wait before each respawn. */
@@ -44,13 +55,16 @@ enum child_kind {
 static const char *const child_kind_names[] = { "worker", "health process" };
 
 struct child {
-	pid_t pid;			/* 0 = slot free */
+	bool used;			/* false = entry free */
+	pid_t pid;			/* 0 = not running */
 	enum child_kind kind;
-	unsigned slot;			/* shm worker slot */
+	unsigned slot;			/* shm worker slot (= index) */
 	unsigned generation;
 	int64_t started_us;
 	unsigned quick_deaths;
 	bool respawn_pending;
+	bool draining;			/* an older generation, told to stop */
+	int64_t deadline_us;		/* draining: killed after this */
 };
 
 struct master {
@@ -62,6 +76,8 @@ struct master {
 	struct event *sig_ev;
 	struct event *respawn_timer;
 	struct event *kill_timer;
+	struct event *drain_timer;	/* kills draining children past due */
+	struct rt_slots slots;
 	int pipe_r;			/* children watch it: EOF = master died */
 	int pipe_w;
 	struct control *ctl;
@@ -74,82 +90,6 @@ static struct master master;
 static void master_spawn(struct master *m, struct child *c);
 
 static void
-master_runtime_free(struct runtime *rt)
-{
-	if (rt == NULL)
-		return;
-	for (size_t i = 0; i < rt->nlisteners; i++) {
-		for (size_t j = 0; j < rt->listeners[i].nbinds; j++)
-			if (rt->listeners[i].binds[j].fd != -1)
-				close(rt->listeners[i].binds[j].fd);
-		free(rt->listeners[i].binds);
-	}
-	free(rt->listeners);
-	for (size_t i = 0; i < rt->npools; i++)
-		free(rt->pools[i].server_slot);
-	free(rt->pools);
-	free(rt);
-}
-
-/* Bind every listener and number every listener and server in shm. */
-static struct runtime *
-master_runtime_new(struct config *cfg, unsigned generation)
-{
-	struct runtime *rt;
-	unsigned server_slot = 0;
-
-	if (cfg->nlisteners > SHM_MAX_LISTENERS)
-		fatalx("too many listeners (at most %d)", SHM_MAX_LISTENERS);
-	rt = calloc(1, sizeof(*rt));
-	if (rt == NULL)
-		fatal("calloc");
-	rt->cfg = cfg;
-	rt->generation = generation;
-	rt->listeners = calloc(cfg->nlisteners, sizeof(*rt->listeners));
-	rt->pools = calloc(cfg->npools, sizeof(*rt->pools));
-	if (rt->listeners == NULL || rt->pools == NULL)
-		fatal("calloc");
-	rt->nlisteners = cfg->nlisteners;
-	rt->npools = cfg->npools;
-	for (size_t i = 0; i < cfg->npools; i++) {
-		const struct cfg_pool *p = &cfg->pools[i];
-
-		rt->pools[i].cfg = p;
-		rt->pools[i].server_slot = calloc(p->nservers,
-		    sizeof(unsigned));
-		if (rt->pools[i].server_slot == NULL)
-			fatal("calloc");
-		for (size_t j = 0; j < p->nservers; j++) {
-			if (server_slot >= SHM_MAX_SERVERS)
-				fatalx("too many servers (at most %d)",
-				    SHM_MAX_SERVERS);
-			rt->pools[i].server_slot[j] = server_slot++;
-		}
-	}
-	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		const struct cfg_listener *lc = &cfg->listeners[i];
-		struct rt_listener *l = &rt->listeners[i];
-
-		l->cfg = lc;
-		l->slot = (unsigned)i;
-		l->nbinds = lc->nbinds;
-		l->binds = calloc(lc->nbinds, sizeof(*l->binds));
-		if (l->binds == NULL)
-			fatal("calloc");
-		for (size_t j = 0; j < lc->nbinds; j++) {
-			l->binds[j].addr = &lc->binds[j];
-			l->binds[j].wildcard = net_addr_is_wildcard(
-			    (const struct sockaddr *)&lc->binds[j].ss);
-			l->binds[j].fd = net_listen(&lc->binds[j]);
-			if (l->binds[j].fd == -1)
-				fatal("listener %s: cannot listen on %s",
-				    lc->name, lc->binds[j].text);
-		}
-	}
-	return rt;
-}
-
-static void
 master_spawn(struct master *m, struct child *c)
 {
 	sigset_t all, old;
@@ -160,10 +100,14 @@ master_spawn(struct master *m, struct child *c)
 	sigprocmask(SIG_BLOCK, &all, &old);
 	pid = fork();
 	if (pid == -1) {
+		struct timeval tv = { RESPAWN_DELAY_MS / 1000,
+		    (RESPAWN_DELAY_MS % 1000) * 1000 };
+
 		log_warn("fork");
 		sigprocmask(SIG_SETMASK, &old, NULL);
 		c->pid = 0;
 		c->respawn_pending = true;
+		evtimer_add(m->respawn_timer, &tv);
 		return;
 	}
 	if (pid == 0) {
@@ -212,6 +156,32 @@ master_children_alive(const struct master *m)
 	return false;
 }
 
+/* A child of an older generation exited. */
+static void
+master_reap_draining(struct master *m, struct child *c, pid_t pid,
+    int status)
+{
+	c->draining = false;
+	if (WIFSIGNALED(status))
+		log_warnx("%s %u (pid %ld, generation %u) killed by signal %d "
+		    "while draining", child_kind_names[c->kind], c->slot,
+		    (long)pid, c->generation, WTERMSIG(status));
+	else
+		log_info("%s %u (pid %ld, generation %u) finished",
+		    child_kind_names[c->kind], c->slot, (long)pid,
+		    c->generation);
+	if (c->kind == CHILD_HEALTH && !m->stopping) {
+		/* Only now: one writer per health record at any time. */
+		c->quick_deaths = 0;
+		master_spawn(m, c);
+		if (c->pid != 0)
+			log_info("health process of generation %u started as "
+			    "pid %ld", c->generation, (long)c->pid);
+		return;
+	}
+	c->used = false;
+}
+
 static void
 master_reap(struct master *m)
 {
@@ -231,6 +201,10 @@ master_reap(struct master *m)
 		c->pid = 0;
 		if (c->kind == CHILD_WORKER)
 			shm_slot_reset(c->slot);
+		if (c->draining) {
+			master_reap_draining(m, c, pid, status);
+			continue;
+		}
 		if (m->stopping) {
 			if (WIFSIGNALED(status))
 				log_warnx("%s %u (pid %ld) killed by "
@@ -243,6 +217,7 @@ master_reap(struct master *m)
 			log_errx("%s %u (pid %ld) failed on its "
 			    "configuration; not respawning it",
 			    child_kind_names[c->kind], c->slot, (long)pid);
+			c->used = false;
 			continue;
 		}
 		if (WIFSIGNALED(status))
@@ -365,6 +340,242 @@ master_stop(struct master *m, int signo)
 		event_base_loopbreak(m->base);
 }
 
+/* The oldest generation a running child still belongs to. */
+static unsigned
+master_oldest_generation(const struct master *m)
+{
+	unsigned oldest = m->rt->generation;
+
+	for (size_t i = 0; i < m->nchildren; i++)
+		if (m->children[i].used && m->children[i].pid != 0 &&
+		    m->children[i].generation < oldest)
+			oldest = m->children[i].generation;
+	return oldest;
+}
+
+static struct child *
+master_free_child(struct master *m)
+{
+	for (size_t i = 0; i < SHM_MAX_WORKERS; i++) {
+		struct child *c = &m->children[i];
+
+		if (c->used)
+			continue;
+		memset(c, 0, sizeof(*c));
+		c->used = true;
+		c->slot = (unsigned)i;
+		if (i >= m->nchildren)
+			m->nchildren = i + 1;
+		return c;
+	}
+	return NULL;
+}
+
+static size_t
+master_free_children(const struct master *m)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < SHM_MAX_WORKERS; i++)
+		n += !m->children[i].used;
+	return n;
+}
+
+static void
+master_on_drain_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct master *m = arg;
+	int64_t now = net_now_us();
+
+	for (size_t i = 0; i < m->nchildren; i++) {
+		struct child *c = &m->children[i];
+
+		if (c->used && c->draining && c->pid != 0 &&
+		    now > c->deadline_us) {
+			log_warnx("%s %u (pid %ld, generation %u) still running "
+			    "after shutdown_timeout; killing it",
+			    child_kind_names[c->kind], c->slot, (long)c->pid,
+			    c->generation);
+			kill(c->pid, SIGKILL);
+			c->deadline_us = INT64_MAX;
+		}
+	}
+}
+
+/* Append line to err (lines separated by '\n'). */
+static void
+master_err_add(char *err, size_t cap, const char *line)
+{
+	size_t off = strlen(err);
+
+	if (off + 2 < cap)
+		snprintf(err + off, cap - off, "%s\n", line);
+}
+
+/* user, group and control are fixed for the life of the master. */
+static void
+master_keep_fixed(const struct config *old, struct config *cfg)
+{
+	char o[128], n[128];
+	struct {
+		const char *key;
+		char *newv;
+		const char *oldv;
+		size_t cap;
+	} str[] = {
+		{ "user", cfg->user, old->user, sizeof(cfg->user) },
+		{ "group", cfg->group, old->group, sizeof(cfg->group) },
+		{ "control.socket", cfg->control.socket, old->control.socket,
+		    sizeof(cfg->control.socket) },
+		{ "control.group", cfg->control.group, old->control.group,
+		    sizeof(cfg->control.group) },
+	};
+
+	for (size_t i = 0; i < sizeof(str) / sizeof(str[0]); i++) {
+		if (strcmp(str[i].newv, str[i].oldv) == 0)
+			continue;
+		log_warnx("reload: %s changed from \"%s\" to \"%s\": that "
+		    "needs a restart; keeping \"%s\"", str[i].key,
+		    str[i].oldv, str[i].newv, str[i].oldv);
+		snprintf(str[i].newv, str[i].cap, "%s", str[i].oldv);
+	}
+	if (cfg->control.mode != old->control.mode) {
+		snprintf(o, sizeof(o), "%04o", old->control.mode);
+		snprintf(n, sizeof(n), "%04o", cfg->control.mode);
+		log_warnx("reload: control.mode changed from %s to %s: that "
+		    "needs a restart; keeping %s", o, n, o);
+		cfg->control.mode = old->control.mode;
+	}
+}
+
+/*
+ * Reload the config file. Returns the new generation, or 0 with every
+ * reason in err (lines); the running generation is then untouched.
+ */
+static unsigned
+master_reload(struct master *m, char *err, size_t cap)
+{
+	struct runtime *old = m->rt, *rt;
+	struct cfg_diag diag = { 0 };
+	struct config *cfg;
+	struct rt_diff d;
+	unsigned gen = old->generation + 1, started = 0, draining = 0;
+	unsigned ms = old->cfg->shutdown_timeout_ms + STOP_GRACE_MS;
+	char line[512], *p, *nl;
+	int64_t deadline = net_now_us() + (int64_t)ms * 1000;
+
+	err[0] = '\0';
+	if (m->stopping) {
+		master_err_add(err, cap, "smtpfront is stopping");
+		return 0;
+	}
+	if (notify_send("RELOADING=1\nSTATUS=reloading") == -1)
+		log_warn("sd_notify RELOADING=1");
+	cfg = cfg_load_file(old->cfg->path, &diag);
+	for (size_t i = 0; i < diag.n; i++) {
+		const struct cfg_diag_entry *e = &diag.entries[i];
+
+		if (e->line == 0)
+			snprintf(line, sizeof(line), "%s: %s", diag.file,
+			    e->message);
+		else
+			snprintf(line, sizeof(line), "%s:%u:%u: %s",
+			    diag.file, e->line, e->column, e->message);
+		if (e->severity == CFG_WARNING) {
+			log_warnx("reload: %s", line);
+		} else {
+			log_errx("reload: %s", line);
+			master_err_add(err, cap, line);
+		}
+	}
+	cfg_diag_free(&diag);
+	rt = NULL;
+	if (cfg != NULL) {
+		master_keep_fixed(old->cfg, cfg);
+		if (master_free_children(m) < cfg->workers) {
+			snprintf(line, sizeof(line), "no room for %u new "
+			    "workers: %zu worker processes of older "
+			    "generations are still draining", cfg->workers,
+			    SHM_MAX_WORKERS - master_free_children(m));
+			log_errx("reload: %s", line);
+			master_err_add(err, cap, line);
+		} else {
+			size_t off = strlen(err);
+
+			rt = runtime_new(cfg, gen, old, &m->slots,
+			    master_oldest_generation(m), err, cap);
+			for (p = err + off; rt == NULL && *p != '\0';
+			    p = nl + 1) {
+				if ((nl = strchr(p, '\n')) == NULL)
+					break;
+				log_errx("reload: %.*s", (int)(nl - p), p);
+			}
+		}
+		if (rt == NULL)
+			cfg_free(cfg);
+	}
+	if (rt == NULL) {
+		log_errx("reload failed: generation %u keeps running with the "
+		    "configuration it has", old->generation);
+		if (notify_send("READY=1\nSTATUS=ready (reload failed)") == -1)
+			log_warn("sd_notify READY=1");
+		return 0;
+	}
+
+	runtime_commit(rt, old, &m->slots, &d);
+	m->rt = rt;
+	control_set_runtime(m->ctl, rt);
+	log_setup(rt->cfg->log.target == CFG_LOG_SYSLOG, rt->cfg->log.facility,
+	    rt->cfg->log.level);
+
+	/* Close removed listeners before forking: no child may inherit
+	 * them. The new generation first, so somebody always accepts. */
+	runtime_free(old);
+	old = NULL;
+	for (unsigned i = 0; i < rt->cfg->workers; i++) {
+		struct child *c = master_free_child(m);
+
+		c->kind = CHILD_WORKER;
+		master_spawn(m, c);
+		started++;
+	}
+	for (size_t i = 0; i < m->nchildren; i++) {
+		struct child *c = &m->children[i];
+
+		if (!c->used || c->draining || c->generation == gen)
+			continue;
+		if (c->pid == 0) {
+			/* Waiting to be respawned: start as the new
+			 * generation (health) or not at all (worker). */
+			if (c->kind == CHILD_WORKER) {
+				c->used = false;
+				c->respawn_pending = false;
+			}
+			continue;
+		}
+		c->draining = true;
+		c->deadline_us = deadline;
+		kill(c->pid, SIGTERM);
+		if (c->kind == CHILD_WORKER)
+			draining++;
+	}
+
+	log_info("reload: generation %u running: %u worker(s) started, %u of "
+	    "the previous generation draining; listeners %u kept, %u added, "
+	    "%u removed; servers %u kept, %u added, %u removed", gen, started,
+	    draining, d.listeners_kept, d.listeners_added, d.listeners_removed,
+	    d.servers_kept, d.servers_added, d.servers_removed);
+	if (notify_send("READY=1\nSTATUS=ready") == -1)
+		log_warn("sd_notify READY=1");
+	return gen;
+}
+
+static unsigned
+master_control_reload(void *arg, char *err, size_t cap)
+{
+	return master_reload(arg, err, cap);
+}
+
 static void
 master_on_signal(evutil_socket_t fd, short what, void *arg)
 {
@@ -380,10 +591,13 @@ master_on_signal(evutil_socket_t fd, short what, void *arg)
 		case SIGINT:
 			master_stop(m, (int)si.ssi_signo);
 			break;
-		case SIGHUP:
-			log_warnx("SIGHUP: reload is not supported yet in "
-			    "this build; restart to apply a new config");
+		case SIGHUP: {
+			static char err[RELOAD_ERR_MAX];
+
+			log_info("received SIGHUP: reloading");
+			(void)master_reload(m, err, sizeof(err));
 			break;
+		}
 		}
 	}
 }
@@ -422,7 +636,7 @@ master_control_workers(void *arg, struct control_worker *out, size_t cap)
 		out[n].pid = c->pid;
 		out[n].generation = c->generation;
 		out[n].slot = c->slot;
-		out[n].draining = false;
+		out[n].draining = c->draining;
 		n++;
 	}
 	return n;
@@ -432,6 +646,7 @@ int
 master_run(struct config *cfg)
 {
 	struct master *m = &master;
+	struct timeval drain_tick = { 1, 0 };
 	sigset_t set;
 	int fds[2];
 
@@ -453,7 +668,22 @@ master_run(struct config *cfg)
 	m->pipe_w = fds[1];
 
 	shm_create();
-	m->rt = master_runtime_new(cfg, 1);
+	{
+		static char err[RELOAD_ERR_MAX];
+		char *p, *nl;
+
+		err[0] = '\0';
+		m->rt = runtime_new(cfg, 1, NULL, &m->slots, 1, err,
+		    sizeof(err));
+		if (m->rt == NULL) {
+			for (p = err; (nl = strchr(p, '\n')) != NULL;
+			    p = nl + 1)
+				log_errx("%.*s", (int)(nl - p), p);
+			cfg_free(cfg);
+			fatalx("cannot start");
+		}
+		runtime_commit(m->rt, NULL, &m->slots, NULL);
+	}
 
 	m->base = event_base_new();
 	if (m->base == NULL)
@@ -462,24 +692,29 @@ master_run(struct config *cfg)
 	    master_on_signal, m);
 	m->respawn_timer = evtimer_new(m->base, master_on_respawn, m);
 	m->kill_timer = evtimer_new(m->base, master_on_kill_timer, m);
+	m->drain_timer = event_new(m->base, -1, EV_PERSIST,
+	    master_on_drain_timer, m);
 	if (m->sig_ev == NULL || m->respawn_timer == NULL ||
-	    m->kill_timer == NULL || event_add(m->sig_ev, NULL) == -1)
+	    m->kill_timer == NULL || m->drain_timer == NULL ||
+	    event_add(m->sig_ev, NULL) == -1 ||
+	    event_add(m->drain_timer, &drain_tick) == -1)
 		fatalx("cannot set up the master's events");
-	m->ctl = control_new(m->base, m->rt, master_control_workers, m);
+	m->ctl = control_new(m->base, m->rt, master_control_workers,
+	    master_control_reload, m);
 	if (m->ctl == NULL)
 		fatalx("cannot serve the control socket %s",
 		    cfg->control.socket);
 
 	if (cfg->workers + 1 > SHM_MAX_WORKERS)
-		fatalx("too many workers (at most %d)", SHM_MAX_WORKERS);
-	m->nchildren = cfg->workers;
-	for (size_t i = 0; i < m->nchildren; i++) {
-		m->children[i].kind = CHILD_WORKER;
-		m->children[i].slot = (unsigned)i;
-		master_spawn(m, &m->children[i]);
+		fatalx("too many workers (at most %d)", SHM_MAX_WORKERS - 1);
+	for (size_t i = 0; i < cfg->workers; i++) {
+		struct child *c = master_free_child(m);
+
+		c->kind = CHILD_WORKER;
+		master_spawn(m, c);
 	}
-	m->children[m->nchildren].kind = CHILD_HEALTH;
-	master_spawn(m, &m->children[m->nchildren++]);
+	master_free_child(m)->kind = CHILD_HEALTH;
+	master_spawn(m, &m->children[m->nchildren - 1]);
 	master_log_ready(m);
 	if (notify_send("READY=1\nSTATUS=ready") == -1)
 		log_warn("sd_notify READY=1");
@@ -491,11 +726,12 @@ master_run(struct config *cfg)
 	event_free(m->sig_ev);
 	event_free(m->respawn_timer);
 	event_free(m->kill_timer);
+	event_free(m->drain_timer);
 	event_base_free(m->base);
 	close(m->sigfd);
 	close(m->pipe_r);
 	close(m->pipe_w);
-	master_runtime_free(m->rt);
+	runtime_free(m->rt);
 	log_info("stopped");
 	return m->exit_code;
 }

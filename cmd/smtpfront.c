@@ -55,6 +55,12 @@ check_accounts(const struct config *cfg, const char *path)
 		    cfg->group);
 		rc = -1;
 	}
+	if (cfg->control.group[0] != '\0' &&
+	    getgrnam(cfg->control.group) == NULL) {
+		fprintf(stderr, "%s: control.group \"%s\" does not exist\n",
+		    path, cfg->control.group);
+		rc = -1;
+	}
 	return rc;
 }
 

@@ -80,6 +80,14 @@ class ConfigCliTest(unittest.TestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn('user "no-such-user-here" does not exist', p.stderr)
 
+    def test_unknown_control_group(self):
+        p, _ = self.run_t('control:\n  group: no-such-group-here\n' +
+                          VALID % 2525)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn('control.group "no-such-group-here" does not exist',
+                      p.stderr)
+        self.assertIn('configuration is invalid', p.stderr)
+
     @unittest.skipUnless(os.geteuid() == 0, 'needs root to switch users')
     def test_children_drop_privileges(self):
         import pwd

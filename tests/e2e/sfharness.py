@@ -10,10 +10,10 @@ import os
 import re
 import shutil
 import signal
-import sys
 import smtplib
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 
@@ -454,6 +454,65 @@ class Smtpfront:
         else:
             self.stop(timeout=1)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Load:
+    """Client threads running complete SMTP sessions back to back until
+    stopped. Every session that does not end in 221 after a queued message
+    is a failure; a refused or reset connection is one too."""
+
+    def __init__(self, port, threads=4, timeout=20):
+        self.port = port
+        self.timeout = timeout
+        self.ok = 0
+        self.failures = []
+        self.cond = threading.Condition()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,),
+                                          daemon=True)
+                         for i in range(threads)]
+        for t in self._threads:
+            t.start()
+
+    def _one(self, i, n):
+        with smtplib.SMTP('127.0.0.1', self.port, timeout=self.timeout) as s:
+            s.ehlo('load%d.test' % i)
+            refused = s.sendmail('a@example.org', ['b@example.org'],
+                                 'Subject: %d-%d\r\n\r\nbody\r\n' % (i, n))
+            if refused:
+                raise RuntimeError('recipients refused: %r' % refused)
+            code, _ = s.quit()
+            if code != 221:
+                raise RuntimeError('QUIT answered %d' % code)
+
+    def _run(self, i):
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            try:
+                self._one(i, n)
+            except Exception as e:          # noqa: BLE001 - all count
+                with self.cond:
+                    self.failures.append('%s: %s' % (type(e).__name__, e))
+                    self.cond.notify_all()
+                continue
+            with self.cond:
+                self.ok += 1
+                self.cond.notify_all()
+
+    def wait_more(self, n, timeout=20):
+        """Wait until n more sessions succeeded than now."""
+        with self.cond:
+            target = self.ok + n
+            if not self.cond.wait_for(lambda: self.ok >= target, timeout):
+                raise AssertionError('load stalled at %d sessions '
+                                     '(failures: %r)' % (self.ok,
+                                                         self.failures[:5]))
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.timeout)
 
 
 # ---------------------------------------------------------------- haproxy

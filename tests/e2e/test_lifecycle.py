@@ -2,11 +2,12 @@
 """Process lifecycle and capacity: SIGTERM lets open sessions finish and
 gives the backlog the shutdown 421; shutdown_timeout cuts what is left;
 max_connections answers 421 4.7.0 across workers; a killed worker is
-respawned."""
+respawned within a second and only its own sessions are lost."""
 
 import os
 import re
 import signal
+import time
 import unittest
 
 import sfharness as h
@@ -35,6 +36,19 @@ class LifecycleTest(unittest.TestCase):
         m = sf.wait_log(r'smtpfront\[(\d+)\]: (?:warning: )?health: ', 10)
         health = int(m.group(1))
         return [p for p in sf.children() if p != health]
+
+    def status(self, sf):
+        import json
+        import socket
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(TIMEOUT)
+            s.connect(sf.control_socket)
+            s.sendall(b'status\n')
+            s.shutdown(socket.SHUT_WR)
+            data = b''
+            while chunk := s.recv(65536):
+                data += chunk
+        return json.loads(data)
 
     @staticmethod
     def resume(pid):
@@ -126,6 +140,50 @@ class LifecycleTest(unittest.TestCase):
             self.assertEqual(c.read_reply().code, 220)
             self.assertEqual(c.cmd('QUIT').code, 221)
 
+    def test_killed_worker_under_load_loses_only_its_sessions(self):
+        sf, b = self.start(workers=2, health={'check': 'connect'})
+        workers = self.workers(sf)
+        # Ten sessions held open mid-transaction, spread over both workers.
+        held = []
+        for i in range(10):
+            c = self.client(sf.port)
+            self.assertEqual(c.read_reply().code, 220)
+            self.assertEqual(c.cmd('EHLO held%d.test' % i).code, 250)
+            self.assertEqual(c.cmd('MAIL FROM:<a@example.org>').code, 250)
+            held.append(c)
+        # The victim is the worker holding more of them (status counts).
+        active = {w['pid']: w['active'] for w in self.status(sf)['workers']}
+        victim = max(active, key=active.get)
+        self.assertEqual(set(active), set(workers))
+        load = h.Load(sf.port, timeout=TIMEOUT)
+        self.addCleanup(load.stop)
+        load.wait_more(50)
+        mark = sf.mark()
+        killed_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        m = sf.wait_log(r'worker \d+ respawned as pid (\d+)', TIMEOUT,
+                        since=mark)
+        self.assertLess(time.monotonic() - killed_at, 1.0)
+        self.assertIn(int(m.group(1)), sf.children())
+        load.wait_more(100)
+        load.stop()
+        # Each load thread had at most one session in the victim.
+        self.assertLessEqual(len(load.failures), 4, load.failures)
+        lost = ok = 0
+        for c in held:
+            try:
+                r = c.cmd('RCPT TO:<b@example.org>')
+            except (ConnectionError, OSError, EOFError, h.HarnessError):
+                r = None
+            if r is None or r.code != 250:
+                lost += 1
+                continue
+            self.assertEqual(c.cmd('DATA').code, 354)
+            self.assertEqual(c.cmd('body\r\n.').code, 250)
+            self.assertEqual(c.cmd('QUIT').code, 221)
+            ok += 1
+        self.assertEqual(lost, active[victim])
+        self.assertEqual(ok, 10 - active[victim])
 
 if __name__ == '__main__':
     unittest.main(verbosity=2)

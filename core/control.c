@@ -40,6 +40,7 @@
 struct control_conn {
 	struct control *c;
 	struct bufferevent *bev;
+	struct event *deadline;		/* the whole exchange, from accept */
 	struct control_conn *prev, *next;
 	bool answered;
 };
@@ -411,6 +412,8 @@ control_conn_free(struct control_conn *cc)
 		cc->next->prev = cc->prev;
 	c->nconns--;
 	bufferevent_free(cc->bev);
+	if (cc->deadline != NULL)
+		event_free(cc->deadline);
 	free(cc);
 }
 
@@ -494,6 +497,16 @@ control_on_conn_event(struct bufferevent *bev, short what, void *arg)
 	control_conn_free(cc);
 }
 
+/* A client that trickles its request a byte at a time still gets
+ * CONTROL_TIMEOUT_S in all, not per byte. */
+static void
+control_on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	log_debug("control: closing a connection that did not finish its "
+	    "request in %d s", CONTROL_TIMEOUT_S);
+	control_conn_free(arg);
+}
+
 static void
 control_on_accept(evutil_socket_t fd, short what, void *arg)
 {
@@ -517,10 +530,14 @@ control_on_accept(evutil_socket_t fd, short what, void *arg)
 		}
 		cc = calloc(1, sizeof(*cc));
 		if (cc == NULL || (cc->bev = bufferevent_socket_new(c->base, s,
-		    BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+		    BEV_OPT_CLOSE_ON_FREE)) == NULL || (cc->deadline =
+		    evtimer_new(c->base, control_on_deadline, cc)) == NULL) {
 			log_warnx("control: out of memory");
+			if (cc != NULL && cc->bev != NULL)
+				bufferevent_free(cc->bev);
+			else
+				close(s);
 			free(cc);
-			close(s);
 			continue;
 		}
 		cc->c = c;
@@ -534,6 +551,7 @@ control_on_accept(evutil_socket_t fd, short what, void *arg)
 		bufferevent_setwatermark(cc->bev, EV_READ, 0,
 		    CONTROL_LINE_MAX + 1);
 		bufferevent_set_timeouts(cc->bev, &tv, &tv);
+		evtimer_add(cc->deadline, &tv);
 		bufferevent_setcb(cc->bev, control_on_conn_read, NULL,
 		    control_on_conn_event, cc);
 		bufferevent_enable(cc->bev, EV_READ);

@@ -229,6 +229,30 @@ class ControlTest(unittest.TestCase):
         # Meanwhile (and after) other clients were served.
         self.assertEqual(self.status(sf)['generation'], 1)
 
+    def test_trickling_client_gets_5s_in_all(self):
+        sf = self.start()
+        s = socket.socket(socket.AF_UNIX)
+        self.addCleanup(s.close)
+        s.settimeout(TIMEOUT)
+        s.connect(sf.control_socket)
+        t0 = time.monotonic()
+        closed = False
+        # One byte every 0.5 s never leaves the connection silent for 5 s.
+        while time.monotonic() - t0 < 12 and not closed:
+            try:
+                s.sendall(b's')
+                s.settimeout(0.5)
+                closed = s.recv(100) == b''
+            except socket.timeout:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+        waited = time.monotonic() - t0
+        self.assertTrue(closed)
+        self.assertGreater(waited, 4.0)
+        self.assertLess(waited, 8.0)
+        self.assertEqual(self.status(sf)['generation'], 1)
+
     def test_command_without_newline_then_eof_is_answered(self):
         sf = self.start()
         ans, how = raw_request(sf.control_socket, b'status')

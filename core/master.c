@@ -302,9 +302,14 @@ master_drain_backlog(struct master *m)
 static void
 master_kill_all(struct master *m, int sig)
 {
-	for (size_t i = 0; i < m->nchildren; i++)
+	for (size_t i = 0; i < m->nchildren; i++) {
+		/* A draining child already has its SIGTERM; a second one
+		 * would cut its sessions at once. */
+		if (sig == SIGTERM && m->children[i].draining)
+			continue;
 		if (m->children[i].pid != 0)
 			kill(m->children[i].pid, sig);
+	}
 }
 
 static void

@@ -275,6 +275,28 @@ class ReloadTest(unittest.TestCase):
         sf.wait_log(r'worker \d+ \(pid %d, generation 1\) finished' % old)
         b1.wait_sessions(1, pred=lambda s: s.get('messages') == '1')
 
+    def test_stop_while_draining_lets_old_sessions_finish(self):
+        b1 = self.backend('b1')
+        port = h.free_port()
+        sf = self.start(self.config(port, [('b1', b1.port)], workers=1))
+        c = h.RawSMTP('127.0.0.1', port, timeout=TIMEOUT)
+        self.addCleanup(c.close)
+        self.assertEqual(c.read_reply().code, 220)
+        self.assertEqual(c.cmd('MAIL FROM:<a@example.org>').code, 250)
+        self.reload_ctl(sf, 2)
+        mark = sf.mark()
+        os.kill(sf.pid, signal.SIGTERM)
+        sf.wait_log(r'received .*: stopping', since=mark)
+        # The draining worker is not told twice (that would cut it now).
+        self.assertEqual(c.cmd('RCPT TO:<b@example.org>').code, 250)
+        self.assertEqual(c.cmd('DATA').code, 354)
+        self.assertEqual(c.cmd('hello\r\n.').code, 250)
+        self.assertEqual(c.cmd('QUIT').code, 221)
+        c.wait_close()
+        c.close()
+        self.assertEqual(sf.stop(timeout=TIMEOUT), 0)
+        b1.wait_sessions(1, pred=lambda s: s.get('messages') == '1')
+
     def test_restart_only_settings_are_kept_and_logged(self):
         b1 = self.backend('b1')
         port = h.free_port()

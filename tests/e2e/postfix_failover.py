@@ -13,18 +13,14 @@ instance logs the real client addresses. Needs root (skipped otherwise, exit 77)
 """
 
 import contextlib
-import errno
 import os
 import re
-import smtplib
-import socket
 import sys
-import threading
 import time
 import unittest
 
 import postfixlab
-from postfixlab import RELAY_DOMAIN, PostfixLab, postfix_available
+from postfixlab import MailLoad, RELAY_DOMAIN, PostfixLab, postfix_available
 
 from sfharness import Smtpfront, free_port, make_config
 
@@ -32,7 +28,6 @@ THREADS = 8
 SOURCES = ['127.0.0.%d' % (20 + i) for i in range(THREADS)]
 BEFORE_STOP = 20        # ok sessions per server before the stop
 AFTER_STOP = 150        # sessions started after the stop completed
-PORT_BASE, PORT_SPAN = 12000, 2000  # client ports: a range per client thread
 AFTER_DOWN = 2.0        # seconds of load after the DOWN line, at least
 BODY = ('From: <load@client.test>\r\nTo: <user@%s>\r\nSubject: failover\r\n\r\n'
 	'hello\r\n' % RELAY_DOMAIN)
@@ -44,125 +39,6 @@ def _config(listen_port, labs):
 		pool={'balance': 'roundrobin', 'connect_timeout': '2s',
 			'greeting_timeout': '5s'},
 		health={'interval': '1s', 'timeout': '3s', 'rise': 2, 'fall': 2})
-
-
-class _Load:
-	"""THREADS clients sending one mail per session until stopped; one record each."""
-
-	def __init__(self, port):
-		self.port = port
-		self.next_port = {src: PORT_BASE + i * PORT_SPAN
-			for i, src in enumerate(SOURCES)}
-		self.cond = threading.Condition()
-		self.records = []
-		self.stopping = False
-		self.threads = [threading.Thread(target=self._run, args=(src,), daemon=True)
-			for src in SOURCES]
-
-	def start(self):
-		for t in self.threads:
-			t.start()
-
-	def stop(self):
-		with self.cond:
-			self.stopping = True
-		for t in self.threads:
-			t.join(60)
-		return not any(t.is_alive() for t in self.threads)
-
-	def wait(self, pred, timeout):
-		with self.cond:
-			return self.cond.wait_for(lambda: pred(self.records), timeout)
-
-	def _run(self, src):
-		while True:
-			with self.cond:
-				if self.stopping:
-					return
-			rec = self._session(src)
-			with self.cond:
-				self.records.append(rec)
-				self.cond.notify_all()
-
-	def _connect(self, src):
-		"""A connection from src and a port it never used before.
-
-		The kernel reuses a client port soon after a session ends; a port used once
-		joins each client session to exactly one smtpfront session line.
-		"""
-		while True:
-			port = self.next_port[src]
-			self.next_port[src] += 1
-			if port >= PORT_BASE + (SOURCES.index(src) + 1) * PORT_SPAN:
-				raise RuntimeError('client %s ran out of ports' % src)
-			sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-			try:
-				# a TIME_WAIT of an earlier run does not block the bind
-				sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-				sock.bind((src, port))
-			except OSError as e:
-				sock.close()
-				if e.errno == errno.EADDRINUSE:
-					continue
-				raise
-			sock.settimeout(20)
-			try:
-				sock.connect(('127.0.0.1', self.port))
-			except OSError as e:
-				sock.close()
-				if e.errno == errno.EADDRNOTAVAIL:  # that 4-tuple is in TIME_WAIT
-					continue
-				raise
-			return sock
-
-	def _session(self, src):
-		rec = {'src': src, 't0': time.monotonic(), 't1': None, 'port': None,
-			'stage': 'connect', 'replies': [], 'banner': None, 'mail_ok': False,
-			'ok': False, 'refused': False, 'error': None}
-		s = None
-		try:
-			sock = self._connect(src)
-			rec['port'] = sock.getsockname()[1]
-			s = smtplib.SMTP(timeout=20)
-			s.sock = sock
-			s._host = '127.0.0.1'
-			rec['stage'] = 'greeting'
-			code, msg = s.getreply()
-			rec['replies'].append(code)
-			rec['banner'] = msg.decode('utf-8', 'replace')
-			if code != 220:
-				rec['refused'] = True
-				return rec
-			for stage, step, want in (
-					('ehlo', lambda: s.ehlo('client.test'), 250),
-					('mail', lambda: s.mail('load@client.test'), 250),
-					('rcpt', lambda: s.rcpt('user@' + RELAY_DOMAIN), 250),
-					('data', lambda: s.data(BODY), 250)):
-				rec['stage'] = stage
-				code = step()[0]
-				rec['replies'].append(code)
-				if code != want:
-					rec['refused'] = True
-					return rec
-			rec['mail_ok'] = True
-			rec['stage'] = 'quit'
-			code = s.docmd('QUIT')[0]
-			rec['replies'].append(code)
-			rec['ok'] = code == 221
-			rec['refused'] = not rec['ok']
-		except smtplib.SMTPResponseException as e:
-			rec['replies'].append(e.smtp_code)
-			rec['refused'] = True
-			rec['error'] = repr(e)
-		except (OSError, smtplib.SMTPException) as e:
-			rec['error'] = repr(e)
-		finally:
-			rec['t1'] = time.monotonic()
-			if s is not None:
-				s.close()
-			elif rec['port'] is not None:
-				sock.close()
-		return rec
 
 
 @unittest.skipIf(postfix_available() is not None, postfix_available() or '')
@@ -232,7 +108,7 @@ class PostfixFailover(unittest.TestCase):
 					return n
 			return None
 
-		self.load = load = _Load(sf_port)
+		self.load = load = MailLoad(sf_port, SOURCES, BODY)
 		load.start()
 		self.assertTrue(load.wait(lambda rs: all(
 			sum(1 for r in rs if r['ok'] and served_by(r) == n) >= BEFORE_STOP

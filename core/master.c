@@ -369,6 +369,7 @@ master_free_child(struct master *m)
 		memset(c, 0, sizeof(*c));
 		c->used = true;
 		c->slot = (unsigned)i;
+		c->generation = m->rt->generation;
 		if (i >= m->nchildren)
 			m->nchildren = i + 1;
 		return c;
@@ -479,13 +480,14 @@ master_reload(struct master *m, char *err, size_t cap)
 	cfg = cfg_load_file(old->cfg->path, &diag);
 	for (size_t i = 0; i < diag.n; i++) {
 		const struct cfg_diag_entry *e = &diag.entries[i];
+		const char *file = diag.file != NULL ? diag.file : "-";
 
 		if (e->line == 0)
-			snprintf(line, sizeof(line), "%s: %s", diag.file,
+			snprintf(line, sizeof(line), "%s: %s", file,
 			    e->message);
 		else
 			snprintf(line, sizeof(line), "%s:%u:%u: %s",
-			    diag.file, e->line, e->column, e->message);
+			    file, e->line, e->column, e->message);
 		if (e->severity == CFG_WARNING) {
 			log_warnx("reload: %s", line);
 		} else {

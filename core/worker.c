@@ -4,7 +4,14 @@
  * on the listening sockets it shares with its siblings and hands each
  * connection to a session. SIGTERM (or the master's pipe closing) stops
  * accepting at once and lets sessions finish up to shutdown_timeout.
+ *
+ * The listening sockets are watched through an epoll set of their own with
+ * EPOLLEXCLUSIVE (libevent 2.1 cannot ask for it), itself watched by the
+ * event loop: a new connection wakes one worker, not all of them (which
+ * cost every other worker an accept4() returning EAGAIN per connection).
+ * Without EPOLLEXCLUSIVE each socket gets a libevent event of its own.
  */
+#include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 
@@ -44,6 +51,8 @@ struct worker {
 	struct session_env env;
 	struct worker_listen *listens;
 	size_t nlistens;
+	int lepfd;			/* epoll set of the listeners, or -1 */
+	struct event *lep_ev;		/* watches lepfd */
 	struct child_events ce;
 	struct event *stop_timer;
 	struct event *resume_timer;
@@ -68,8 +77,11 @@ worker_pause_accept(struct worker *w)
 {
 	struct timeval tv = { 0, WORKER_EMFILE_PAUSE_MS * 1000 };
 
+	if (w->lep_ev != NULL)
+		event_del(w->lep_ev);
 	for (size_t i = 0; i < w->nlistens; i++)
-		event_del(w->listens[i].ev);
+		if (w->listens[i].ev != NULL)
+			event_del(w->listens[i].ev);
 	evtimer_add(w->resume_timer, &tv);
 }
 
@@ -80,8 +92,11 @@ worker_on_resume(evutil_socket_t fd, short what, void *arg)
 
 	if (w->stopping)
 		return;
+	if (w->lep_ev != NULL)
+		event_add(w->lep_ev, NULL);
 	for (size_t i = 0; i < w->nlistens; i++)
-		event_add(w->listens[i].ev, NULL);
+		if (w->listens[i].ev != NULL)
+			event_add(w->listens[i].ev, NULL);
 }
 
 static void
@@ -114,6 +129,51 @@ worker_on_accept(evutil_socket_t lfd, short what, void *arg)
 	}
 }
 
+/* The listeners' epoll set is readable: accept on those that are ready. */
+static void
+worker_on_listeners(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct epoll_event evs[16];
+	int n;
+
+	n = epoll_wait(fd, evs, sizeof(evs) / sizeof(evs[0]), 0);
+	for (int i = 0; i < n && !w->stopping; i++) {
+		struct worker_listen *wl = evs[i].data.ptr;
+
+		worker_on_accept(wl->bind->fd, EV_READ, wl);
+	}
+}
+
+/* Watch every listener through one EPOLLEXCLUSIVE set; -1: not possible
+ * here (old kernel), use one libevent event per listener instead. */
+static int
+worker_watch_exclusive(struct worker *w)
+{
+	w->lepfd = epoll_create1(EPOLL_CLOEXEC);
+	if (w->lepfd == -1)
+		return -1;
+	for (size_t i = 0; i < w->nlistens; i++) {
+		struct epoll_event ev;
+
+		memset(&ev, 0, sizeof(ev));
+		ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+		ev.data.ptr = &w->listens[i];
+		if (epoll_ctl(w->lepfd, EPOLL_CTL_ADD, w->listens[i].bind->fd,
+		    &ev) == -1) {
+			log_debug("worker: EPOLLEXCLUSIVE: %s", strerror(errno));
+			close(w->lepfd);
+			w->lepfd = -1;
+			return -1;
+		}
+	}
+	w->lep_ev = event_new(w->base, w->lepfd, EV_READ | EV_PERSIST,
+	    worker_on_listeners, w);
+	if (w->lep_ev == NULL || event_add(w->lep_ev, NULL) == -1)
+		fatalx("worker: cannot watch the listeners");
+	return 0;
+}
+
 static void
 worker_on_stop_timeout(evutil_socket_t fd, short what, void *arg)
 {
@@ -140,8 +200,14 @@ worker_stop(void *arg)
 		return;
 	}
 	w->stopping = true;
+	if (w->lep_ev != NULL) {
+		event_del(w->lep_ev);
+		close(w->lepfd);	/* drops every registration in it */
+		w->lepfd = -1;
+	}
 	for (size_t i = 0; i < w->nlistens; i++) {
-		event_del(w->listens[i].ev);
+		if (w->listens[i].ev != NULL)
+			event_del(w->listens[i].ev);
 		close(w->listens[i].bind->fd);
 	}
 	evtimer_del(w->resume_timer);
@@ -160,6 +226,7 @@ worker_main(const struct runtime *rt, unsigned slot, int parent_fd)
 
 	memset(&w, 0, sizeof(w));
 	w.rt = rt;
+	w.lepfd = -1;
 	if (child_drop_privileges(rt->cfg) == -1)
 		exit(CHILD_EXIT_CONFIG);
 	w.base = child_event_base();
@@ -191,11 +258,17 @@ worker_main(const struct runtime *rt, unsigned slot, int parent_fd)
 			wl->w = &w;
 			wl->listener = l;
 			wl->bind = &l->binds[j];
-			wl->ev = event_new(w.base, l->binds[j].fd,
+		}
+	}
+	if (worker_watch_exclusive(&w) == -1) {
+		for (size_t i = 0; i < w.nlistens; i++) {
+			struct worker_listen *wl = &w.listens[i];
+
+			wl->ev = event_new(w.base, wl->bind->fd,
 			    EV_READ | EV_PERSIST, worker_on_accept, wl);
 			if (wl->ev == NULL || event_add(wl->ev, NULL) == -1)
 				fatalx("worker: cannot watch listener %s",
-				    l->cfg->name);
+				    wl->listener->cfg->name);
 		}
 	}
 	w.stop_timer = evtimer_new(w.base, worker_on_stop_timeout, &w);
@@ -208,8 +281,13 @@ worker_main(const struct runtime *rt, unsigned slot, int parent_fd)
 	log_debug("worker %u started (generation %u)", slot, rt->generation);
 	event_base_dispatch(w.base);
 
+	if (w.lep_ev != NULL)
+		event_free(w.lep_ev);
+	if (w.lepfd != -1)
+		close(w.lepfd);
 	for (size_t i = 0; i < w.nlistens; i++) {
-		event_free(w.listens[i].ev);
+		if (w.listens[i].ev != NULL)
+			event_free(w.listens[i].ev);
 		if (!w.stopping)
 			close(w.listens[i].bind->fd);
 	}

@@ -69,8 +69,11 @@ class PostfixReload(unittest.TestCase):
 			self._scenario()
 		except BaseException:
 			if self.sf is not None:
-				sys.stderr.write('--- smtpfront log (tail) ---\n%s\n'
-					% '\n'.join(self.sf.logs()[-60:]))
+				logs = self.sf.logs()
+				sys.stderr.write('--- smtpfront log, all but sessions ---\n%s\n'
+					'--- smtpfront log (tail) ---\n%s\n' % (
+					'\n'.join(l for l in logs if 'session client=' not in l),
+					'\n'.join(logs[-20:])))
 			for lab in self.labs:
 				sys.stderr.write('--- %s maillog (tail) ---\n%s\n'
 					% (lab.name, lab.log_text()[-3000:]))

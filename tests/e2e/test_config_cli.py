@@ -94,12 +94,13 @@ class ConfigCliTest(unittest.TestCase):
         nobody = pwd.getpwnam('nobody').pw_uid
         port = h.free_port()
         with h.Smtpfront('user: nobody\ngroup: nogroup\nworkers: 2\n'
-                         + VALID % port) as sf:
+                         'log:\n  level: debug\n' + VALID % port) as sf:
             sf.wait_ready()
-            # two workers and the health process, all as nobody
-            # The health process logs its first result once it runs; by
-            # then every child has been forked.
-            sf.wait_log(r'health: server p/a is DOWN', 10)
+            # Two workers and the health process, all as nobody: each
+            # logs that it started once it has switched users.
+            for what in (r'worker 0 started', r'worker 1 started',
+                         r'health process started'):
+                sf.wait_log(what, 10)
             kids = sf.children()
             self.assertEqual(len(kids), 3, kids)
             for pid in kids:

@@ -22,7 +22,8 @@ import unittest
 import postfixlab
 from postfixlab import MailLoad, RELAY_DOMAIN, PostfixLab, postfix_available
 
-from sfharness import SMTPFRONTCTL_BIN, Smtpfront, free_port, make_config
+from sfharness import (SMTPFRONTCTL_BIN, Smtpfront, free_port, make_config,
+	process_state)
 
 SOURCES = ['127.0.0.%d' % (40 + i) for i in range(6)]
 RELOADS = 10
@@ -100,8 +101,18 @@ class PostfixReload(unittest.TestCase):
 			if i % 2 == 0:
 				os.kill(sf.pid, signal.SIGHUP)
 			else:
-				r = subprocess.run([SMTPFRONTCTL_BIN, '-s', sf.control_socket,
-					'reload'], capture_output=True, text=True, timeout=30)
+				ctl = subprocess.Popen([SMTPFRONTCTL_BIN, '-s', sf.control_socket,
+					'reload'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+					text=True)
+				try:
+					out, err = ctl.communicate(timeout=40)
+				except subprocess.TimeoutExpired:
+					state = '\n'.join(process_state(p) for p in (sf.pid, ctl.pid))
+					ctl.kill()
+					self.fail('smtpfrontctl reload hangs:\n%s\n%s' % (state,
+						subprocess.run(['ss', '-xp'], capture_output=True,
+						text=True).stdout[-3000:]))
+				r = subprocess.CompletedProcess(ctl.args, ctl.returncode, out, err)
 				self.assertEqual(r.returncode, 0, r.stderr)
 				self.assertEqual(r.stdout.strip(), 'ok: generation %d' % gen)
 			sf.wait_log(r'reload: generation %d running' % gen, 30, since=mark)

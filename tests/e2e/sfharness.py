@@ -515,6 +515,32 @@ class Load:
             t.join(self.timeout)
 
 
+def process_state(pid):
+    """What a process is doing, for a failure message: its state, wait
+    channel, current syscall and open descriptors (root can read them)."""
+    out = []
+    for name in ('wchan', 'syscall'):
+        try:
+            with open('/proc/%d/%s' % (pid, name)) as f:
+                out.append('%s: %s' % (name, f.read().strip()))
+        except OSError as e:
+            out.append('%s: %s' % (name, e))
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            out += [l.strip() for l in f if l.startswith('State:')]
+        fds = {}
+        for fd in os.listdir('/proc/%d/fd' % pid):
+            try:
+                fds[int(fd)] = os.readlink('/proc/%d/fd/%s' % (pid, fd))
+            except OSError:
+                pass
+        out.append('fds: %s' % ' '.join('%d=%s' % kv for kv in sorted(
+            fds.items())))
+    except OSError as e:
+        out.append(str(e))
+    return 'pid %d: %s' % (pid, '; '.join(out))
+
+
 # ---------------------------------------------------------------- haproxy
 
 class Haproxy:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 SOURCE_ROOT = os.environ.get(
     'SMTPFRONT_SOURCE_ROOT',
@@ -513,6 +514,21 @@ class Load:
         self._stop.set()
         for t in self._threads:
             t.join(self.timeout)
+
+
+def poll_until(fetch, pred, what, timeout=15, interval=0.05):
+    """fetch() until pred(value) holds; returns that value. For state that
+    has no event to await (counters and health in shared memory, read over
+    the control socket); bounded, and the failure shows the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if pred(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError('%s: still not so after %ss; last: %s' % (
+                what, timeout, json.dumps(value)))
+        time.sleep(interval)
 
 
 def process_state(pid):

@@ -84,16 +84,7 @@ class ControlTest(unittest.TestCase):
         return json.loads(r.stdout)
 
     def wait_status(self, sf, pred, what):
-        """Poll status until pred(doc) (shared counters have no event to
-        await); bounded."""
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            doc = self.status(sf)
-            if pred(doc):
-                return doc
-            if time.monotonic() > deadline:
-                self.fail('%s: last status %s' % (what, json.dumps(doc)))
-            time.sleep(0.05)
+        return h.poll_until(lambda: self.status(sf), pred, what, TIMEOUT)
 
     def client(self, sf):
         c = h.RawSMTP('127.0.0.1', sf.port, timeout=TIMEOUT)
@@ -211,12 +202,16 @@ class ControlTest(unittest.TestCase):
         self.assertEqual(c.read_reply().code, 220)
         self.assertEqual(c.cmd('QUIT').code, 221)
 
-    def test_silent_client_is_closed_after_5s(self):
-        sf = self.start()
+    def raw_client(self, sf):
         s = socket.socket(socket.AF_UNIX)
         self.addCleanup(s.close)
         s.settimeout(TIMEOUT)
         s.connect(sf.control_socket)
+        return s
+
+    def test_silent_client_is_closed_after_5s(self):
+        sf = self.start()
+        s = self.raw_client(sf)
         t0 = time.monotonic()
         try:
             data = s.recv(100)          # blocks until the master closes
@@ -231,10 +226,7 @@ class ControlTest(unittest.TestCase):
 
     def test_trickling_client_gets_5s_in_all(self):
         sf = self.start()
-        s = socket.socket(socket.AF_UNIX)
-        self.addCleanup(s.close)
-        s.settimeout(TIMEOUT)
-        s.connect(sf.control_socket)
+        s = self.raw_client(sf)
         t0 = time.monotonic()
         closed = False
         # One byte every 0.5 s never leaves the connection silent for 5 s.

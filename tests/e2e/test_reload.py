@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 import unittest
 
 import sfharness as h
@@ -51,16 +50,16 @@ class ReloadTest(unittest.TestCase):
         return json.loads(r.stdout)
 
     def wait_status(self, sf, pred, what):
-        """Poll status until pred(doc): worker exits and health results
-        land in shared memory, which has no event to await; bounded."""
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            doc = self.status(sf)
-            if pred(doc):
-                return doc
-            if time.monotonic() > deadline:
-                self.fail('%s: last status %s' % (what, json.dumps(doc)))
-            time.sleep(0.05)
+        return h.poll_until(lambda: self.status(sf), pred, what, TIMEOUT)
+
+    def finish_mail(self, c):
+        """RCPT, DATA and QUIT on a session held after MAIL FROM."""
+        self.assertEqual(c.cmd('RCPT TO:<b@example.org>').code, 250)
+        self.assertEqual(c.cmd('DATA').code, 354)
+        self.assertEqual(c.cmd('hello\r\n.').code, 250)
+        self.assertEqual(c.cmd('QUIT').code, 221)
+        c.wait_close()
+        c.close()
 
     @staticmethod
     def servers(doc):
@@ -266,12 +265,7 @@ class ReloadTest(unittest.TestCase):
         # New sessions go to the new generation meanwhile.
         with h.RawSMTP('127.0.0.1', port) as n:
             self.assertEqual(n.read_reply().code, 220)
-        self.assertEqual(c.cmd('RCPT TO:<b@example.org>').code, 250)
-        self.assertEqual(c.cmd('DATA').code, 354)
-        self.assertEqual(c.cmd('hello\r\n.').code, 250)
-        self.assertEqual(c.cmd('QUIT').code, 221)
-        c.wait_close()
-        c.close()
+        self.finish_mail(c)
         sf.wait_log(r'worker \d+ \(pid %d, generation 1\) finished' % old)
         b1.wait_sessions(1, pred=lambda s: s.get('messages') == '1')
 
@@ -288,12 +282,7 @@ class ReloadTest(unittest.TestCase):
         os.kill(sf.pid, signal.SIGTERM)
         sf.wait_log(r'received .*: stopping', since=mark)
         # The draining worker is not told twice (that would cut it now).
-        self.assertEqual(c.cmd('RCPT TO:<b@example.org>').code, 250)
-        self.assertEqual(c.cmd('DATA').code, 354)
-        self.assertEqual(c.cmd('hello\r\n.').code, 250)
-        self.assertEqual(c.cmd('QUIT').code, 221)
-        c.wait_close()
-        c.close()
+        self.finish_mail(c)
         self.assertEqual(sf.stop(timeout=TIMEOUT), 0)
         b1.wait_sessions(1, pred=lambda s: s.get('messages') == '1')
 

@@ -531,6 +531,27 @@ def poll_until(fetch, pred, what, timeout=15, interval=0.05):
         time.sleep(interval)
 
 
+class ControlClient:
+    """unittest.TestCase mixin: smtpfrontctl against a Smtpfront's control
+    socket. ctl_timeout bounds every call."""
+    ctl_timeout = 15
+
+    def ctl(self, sf, *args, socket_path=None, prefix=(), binary=None):
+        return subprocess.run(list(prefix) + [
+            binary or SMTPFRONTCTL_BIN, '-s',
+            socket_path or sf.control_socket] + list(args),
+            capture_output=True, text=True, timeout=self.ctl_timeout)
+
+    def status(self, sf):
+        r = self.ctl(sf, 'status', '--json')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return json.loads(r.stdout)
+
+    def wait_status(self, sf, pred, what):
+        return poll_until(lambda: self.status(sf), pred, what,
+                          self.ctl_timeout)
+
+
 def process_state(pid):
     """What a process is doing, for a failure message: its state, wait
     channel, current syscall and open descriptors (root can read them)."""

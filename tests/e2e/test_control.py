@@ -57,7 +57,9 @@ def raw_request(path, data, shut=True, timeout=TIMEOUT):
 @unittest.skipIf(h.FRONT != 'smtpfront', 'smtpfront only')
 @unittest.skipUnless(CTL and os.access(CTL, os.X_OK),
                      'smtpfrontctl not built (SMTPFRONTCTL_BIN)')
-class ControlTest(unittest.TestCase):
+class ControlTest(h.ControlClient, unittest.TestCase):
+    ctl_timeout = TIMEOUT
+
     def start(self, backends=None, **cfg):
         if backends is None:
             b = h.Backend(mode='normal', proxy='v2', name='b1')
@@ -71,20 +73,6 @@ class ControlTest(unittest.TestCase):
         sf.wait_ready()
         sf.port = port
         return sf
-
-    def ctl(self, sf, *args, socket_path=None, prefix=(), binary=CTL):
-        r = subprocess.run(list(prefix) + [
-            binary, '-s', socket_path or sf.control_socket] + list(args),
-            capture_output=True, text=True, timeout=TIMEOUT)
-        return r
-
-    def status(self, sf):
-        r = self.ctl(sf, 'status', '--json')
-        self.assertEqual(r.returncode, 0, r.stderr)
-        return json.loads(r.stdout)
-
-    def wait_status(self, sf, pred, what):
-        return h.poll_until(lambda: self.status(sf), pred, what, TIMEOUT)
 
     def client(self, sf):
         c = h.RawSMTP('127.0.0.1', sf.port, timeout=TIMEOUT)

@@ -6,11 +6,9 @@ logged and returned; a server that stays keeps its health and admin state;
 listeners are added and removed; sessions of the old generation finish in
 their draining worker; systemd hears RELOADING=1 then READY=1."""
 
-import json
 import os
 import signal
 import socket
-import subprocess
 import unittest
 
 import sfharness as h
@@ -22,7 +20,9 @@ CTL = h.SMTPFRONTCTL_BIN
 @unittest.skipIf(h.FRONT != 'smtpfront', 'smtpfront only')
 @unittest.skipUnless(CTL and os.access(CTL, os.X_OK),
                      'smtpfrontctl not built (SMTPFRONTCTL_BIN)')
-class ReloadTest(unittest.TestCase):
+class ReloadTest(h.ControlClient, unittest.TestCase):
+    ctl_timeout = TIMEOUT
+
     def backend(self, name, mode='normal'):
         b = h.Backend(mode=mode, proxy='v2', name=name)
         self.addCleanup(b.stop)
@@ -38,19 +38,6 @@ class ReloadTest(unittest.TestCase):
         self.addCleanup(sf.__exit__, None, None, None)
         sf.wait_ready()
         return sf
-
-    def ctl(self, sf, *args):
-        return subprocess.run([CTL, '-s', sf.control_socket] + list(args),
-                              capture_output=True, text=True,
-                              timeout=TIMEOUT)
-
-    def status(self, sf):
-        r = self.ctl(sf, 'status', '--json')
-        self.assertEqual(r.returncode, 0, r.stderr)
-        return json.loads(r.stdout)
-
-    def wait_status(self, sf, pred, what):
-        return h.poll_until(lambda: self.status(sf), pred, what, TIMEOUT)
 
     def finish_mail(self, c):
         """RCPT, DATA and QUIT on a session held after MAIL FROM."""

@@ -105,13 +105,18 @@ class PostfixReload(unittest.TestCase):
 					'reload'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
 					text=True)
 				try:
-					out, err = ctl.communicate(timeout=40)
+					out, err = ctl.communicate(timeout=10)
 				except subprocess.TimeoutExpired:
-					state = '\n'.join(process_state(p) for p in (sf.pid, ctl.pid))
-					ctl.kill()
-					self.fail('smtpfrontctl reload hangs:\n%s\n%s' % (state,
-						subprocess.run(['ss', '-xp'], capture_output=True,
-						text=True).stdout[-3000:]))
+					# Still waiting after 10 s: record who holds what.
+					state = '\n'.join(process_state(p) for p in
+						[sf.pid, ctl.pid] + sf.children())
+					ss = subprocess.run(['ss', '-xp'], capture_output=True,
+						text=True).stdout
+					ss = '\n'.join(l for l in ss.splitlines()
+						if 'smtpf' in l or 'control' in l)
+					out, err = ctl.communicate(timeout=40)
+					self.fail('smtpfrontctl reload: no answer within 10 s '
+						'(then rc=%s %s)\n%s\n%s' % (ctl.returncode, err, state, ss))
 				r = subprocess.CompletedProcess(ctl.args, ctl.returncode, out, err)
 				self.assertEqual(r.returncode, 0, r.stderr)
 				self.assertEqual(r.stdout.strip(), 'ok: generation %d' % gen)

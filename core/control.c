@@ -411,6 +411,15 @@ control_conn_free(struct control_conn *cc)
 	if (cc->next != NULL)
 		cc->next->prev = cc->prev;
 	c->nconns--;
+	/*
+	 * bufferevent_free() closes the socket only when libevent runs its
+	 * finalizers, later in this loop iteration; a child forked before
+	 * that (a health process restarted by a reload) would inherit it,
+	 * off the list control_close_in_child() walks, and the client would
+	 * wait for an EOF that never comes. shutdown() ends the connection
+	 * for every holder now.
+	 */
+	(void)shutdown(bufferevent_getfd(cc->bev), SHUT_RDWR);
 	bufferevent_free(cc->bev);
 	if (cc->deadline != NULL)
 		event_free(cc->deadline);

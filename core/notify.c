@@ -35,7 +35,9 @@ notify_send(const char *state)
 		sun.sun_path[0] = '\0';
 	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n +
 	    (path[0] == '@' ? 0 : 1));
-	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	/* Never block the master on a busy receiver: a lost notification
+	 * is logged by the caller. */
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd == -1)
 		return -1;
 	sent = sendto(fd, state, strlen(state), MSG_NOSIGNAL,

@@ -7,10 +7,12 @@
 #include <sys/signalfd.h>
 #include <sys/types.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -18,6 +20,46 @@
 
 #include "core/child.h"
 #include "core/log.h"
+
+void
+child_close_fds(const int *keep, size_t nkeep)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int *fds = NULL;
+	size_t n = 0, cap = 0;
+
+	if (d == NULL)
+		return;		/* no /proc: keep what was inherited */
+	/* Collect first: closing while reading the directory would change
+	 * what it lists. */
+	while ((de = readdir(d)) != NULL) {
+		char *end;
+		long fd = strtol(de->d_name, &end, 10);
+		bool wanted = false;
+
+		if (*end != '\0' || end == de->d_name || fd <= 2 ||
+		    fd == dirfd(d))
+			continue;
+		for (size_t i = 0; i < nkeep; i++)
+			wanted |= keep[i] == fd;
+		if (wanted)
+			continue;
+		if (n == cap) {
+			int *nf = realloc(fds, (cap = cap ? cap * 2 : 32) *
+			    sizeof(*fds));
+
+			if (nf == NULL)
+				break;
+			fds = nf;
+		}
+		fds[n++] = (int)fd;
+	}
+	closedir(d);
+	for (size_t i = 0; i < n; i++)
+		close(fds[i]);
+	free(fds);
+}
 
 int
 child_drop_privileges(const struct config *cfg)

@@ -7,6 +7,8 @@
 #ifndef SMTPFRONT_CHILD_H
 #define SMTPFRONT_CHILD_H
 
+#include <stddef.h>
+
 #include <event2/event.h>
 
 #include "config/config.h"
@@ -19,6 +21,10 @@ struct child_events {
 	void *arg;
 };
 
+/* Close every descriptor above stderr that is not in keep[]: a child
+ * holds only what it uses (not the master's control connections, event
+ * base or signalfd, whatever state they are in). */
+void child_close_fds(const int *keep, size_t nkeep);
 /* Switch to the configured user/group (no change when already that user). */
 int child_drop_privileges(const struct config *cfg)
     __attribute__((warn_unused_result));

@@ -27,6 +27,7 @@
 
 #include <event2/event.h>
 
+#include "core/child.h"
 #include "core/control.h"
 #include "core/health.h"
 #include "core/log.h"
@@ -89,6 +90,31 @@ static struct master master;
 
 static void master_spawn(struct master *m, struct child *c);
 
+/* In a fresh child: keep the master pipe and, for a worker, the listening
+ * sockets; close everything else, then reopen syslog if it is used. */
+static void
+master_child_fds(struct master *m, const struct child *c)
+{
+	size_t n = 1;
+	int *keep;
+
+	for (size_t i = 0; i < m->rt->nlisteners; i++)
+		n += m->rt->listeners[i].nbinds;
+	if ((keep = calloc(n, sizeof(*keep))) == NULL)
+		fatal("calloc");
+	n = 0;
+	keep[n++] = m->pipe_r;
+	for (size_t i = 0; c->kind == CHILD_WORKER && i < m->rt->nlisteners;
+	    i++)
+		for (size_t j = 0; j < m->rt->listeners[i].nbinds; j++)
+			keep[n++] = m->rt->listeners[i].binds[j].fd;
+	control_close_in_child(m->ctl);
+	child_close_fds(keep, n);
+	free(keep);
+	log_setup(m->rt->cfg->log.target == CFG_LOG_SYSLOG,
+	    m->rt->cfg->log.facility, m->rt->cfg->log.level);
+}
+
 static void
 master_spawn(struct master *m, struct child *c)
 {
@@ -111,9 +137,7 @@ master_spawn(struct master *m, struct child *c)
 		return;
 	}
 	if (pid == 0) {
-		close(m->pipe_w);
-		close(m->sigfd);
-		control_close_in_child(m->ctl);
+		master_child_fds(m, c);
 		sigprocmask(SIG_SETMASK, &old, NULL);
 		if (c->kind == CHILD_HEALTH)
 			health_main(m->rt, m->pipe_r);

@@ -7,8 +7,10 @@ listeners are added and removed; sessions of the old generation finish in
 their draining worker; systemd hears RELOADING=1 then READY=1."""
 
 import os
+import re
 import signal
 import socket
+import subprocess
 import unittest
 
 import sfharness as h
@@ -272,6 +274,47 @@ class ReloadTest(h.ControlClient, unittest.TestCase):
         self.finish_mail(c)
         self.assertEqual(sf.stop(timeout=TIMEOUT), 0)
         b1.wait_sessions(1, pred=lambda s: s.get('messages') == '1')
+
+    @staticmethod
+    def sockets(pid):
+        out = set()
+        for fd in os.listdir('/proc/%d/fd' % pid):
+            try:
+                m = re.match(r'socket:\[(\d+)\]',
+                             os.readlink('/proc/%d/fd/%s' % (pid, fd)))
+            except OSError:
+                continue
+            if m:
+                out.add(int(m.group(1)))
+        return out
+
+    def test_children_hold_only_what_they_use(self):
+        # A child forked while a control connection is open (or being
+        # closed) must not hold it, or smtpfrontctl waits for an EOF that
+        # never comes; the health process needs no listener either.
+        b1 = self.backend('b1')
+        sf = self.start(self.config(h.free_port(), [('b1', b1.port)]))
+        held = socket.socket(socket.AF_UNIX)
+        self.addCleanup(held.close)
+        held.connect(sf.control_socket)
+        self.reload_hup(sf, 2)
+        m = sf.wait_log(r'health process of generation 2 started as pid '
+                        r'(\d+)')
+        health = int(m.group(1))
+        workers = [w['pid'] for w in self.status(sf)['workers']
+                   if w['generation'] == 2]
+        self.assertEqual(len(workers), 2)
+        master = self.sockets(sf.pid)
+        ss = subprocess.run(['ss', '-xapn'], capture_output=True,
+                            text=True, check=True).stdout
+        unix = {int(f[5]) for f in (l.split() for l in ss.splitlines())
+                if len(f) > 5 and f[5].isdigit()}
+        control = master & unix          # the control socket and our conn
+        self.assertGreaterEqual(len(control), 2, ss)
+        self.assertEqual(self.sockets(health) & master, set())
+        for pid in workers:
+            self.assertEqual(self.sockets(pid) & control, set(), pid)
+            self.assertTrue(self.sockets(pid) & master, pid)   # listener
 
     def test_restart_only_settings_are_kept_and_logged(self):
         b1 = self.backend('b1')

@@ -4,7 +4,7 @@
 set -eu
 pkgs="meson ninja-build gcc pkg-config libevent-dev libyaml-dev check
       libsubunit-dev python3 postfix haproxy nginx-light libnginx-mod-stream procps
-      iproute2"
+      iproute2 netcat-openbsd"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

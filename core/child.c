@@ -29,8 +29,20 @@ child_close_fds(const int *keep, size_t nkeep)
 	int *fds = NULL;
 	size_t n = 0, cap = 0;
 
-	if (d == NULL)
-		return;		/* no /proc: keep what was inherited */
+	if (d == NULL) {
+		/* No /proc: try every descriptor the limit allows. */
+		long max = sysconf(_SC_OPEN_MAX);
+
+		for (long fd = 3; fd < (max > 0 ? max : 1024); fd++) {
+			bool wanted = false;
+
+			for (size_t i = 0; i < nkeep; i++)
+				wanted |= keep[i] == fd;
+			if (!wanted)
+				close((int)fd);
+		}
+		return;
+	}
 	/* Collect first: closing while reading the directory would change
 	 * what it lists. */
 	while ((de = readdir(d)) != NULL) {

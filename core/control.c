@@ -414,10 +414,10 @@ control_conn_free(struct control_conn *cc)
 	/*
 	 * bufferevent_free() closes the socket only when libevent runs its
 	 * finalizers, later in this loop iteration; a child forked before
-	 * that (a health process restarted by a reload) would inherit it,
-	 * off the list control_close_in_child() walks, and the client would
-	 * wait for an EOF that never comes. shutdown() ends the connection
-	 * for every holder now.
+	 * that (a health process restarted by a reload) would inherit it
+	 * (children close what they inherit, but a holder that misses one
+	 * must not keep a client waiting for an EOF). shutdown() ends the
+	 * connection for every holder now.
 	 */
 	(void)shutdown(bufferevent_getfd(cc->bev), SHUT_RDWR);
 	bufferevent_free(cc->bev);
@@ -742,15 +742,4 @@ control_free(struct control *c)
 		unlink(c->path);
 	free(c->admin);
 	free(c);
-}
-
-void
-control_close_in_child(struct control *c)
-{
-	if (c == NULL)
-		return;
-	if (c->fd != -1)
-		close(c->fd);
-	for (struct control_conn *cc = c->conns; cc != NULL; cc = cc->next)
-		close(bufferevent_getfd(cc->bev));
 }

@@ -43,9 +43,6 @@ struct control *control_new(struct event_base *base, const struct runtime *rt,
     __attribute__((warn_unused_result));
 /* Master exit: close every connection, unlink the socket. NULL is a no-op. */
 void control_free(struct control *c);
-/* In a freshly forked child: close the inherited descriptors, touch nothing
- * else (the child's event base is not this one). NULL is a no-op. */
-void control_close_in_child(struct control *c);
 /* A new runtime (reload): admin states of servers with the same pool, name
  * and address are written to their new shm slots. */
 void control_set_runtime(struct control *c, const struct runtime *rt);

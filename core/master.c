@@ -108,7 +108,6 @@ master_child_fds(struct master *m, const struct child *c)
 	    i++)
 		for (size_t j = 0; j < m->rt->listeners[i].nbinds; j++)
 			keep[n++] = m->rt->listeners[i].binds[j].fd;
-	control_close_in_child(m->ctl);
 	child_close_fds(keep, n);
 	free(keep);
 	log_setup(m->rt->cfg->log.target == CFG_LOG_SYSLOG,
@@ -432,6 +431,16 @@ master_on_drain_timer(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* Log each '\n'-terminated line of text as an error. */
+static void
+master_log_lines(const char *prefix, const char *text)
+{
+	const char *nl;
+
+	for (; (nl = strchr(text, '\n')) != NULL; text = nl + 1)
+		log_errx("%s%.*s", prefix, (int)(nl - text), text);
+}
+
 /* Append line to err (lines separated by '\n'). */
 static void
 master_err_add(char *err, size_t cap, const char *line)
@@ -491,7 +500,7 @@ master_reload(struct master *m, char *err, size_t cap)
 	struct rt_diff d;
 	unsigned gen = old->generation + 1, started = 0, draining = 0;
 	unsigned ms = old->cfg->shutdown_timeout_ms + STOP_GRACE_MS;
-	char line[512], *p, *nl;
+	char line[512];
 	int64_t deadline = net_now_us() + (int64_t)ms * 1000;
 
 	err[0] = '\0';
@@ -535,12 +544,8 @@ master_reload(struct master *m, char *err, size_t cap)
 
 			rt = runtime_new(cfg, gen, old, &m->slots,
 			    master_oldest_generation(m), err, cap);
-			for (p = err + off; rt == NULL && *p != '\0';
-			    p = nl + 1) {
-				if ((nl = strchr(p, '\n')) == NULL)
-					break;
-				log_errx("reload: %.*s", (int)(nl - p), p);
-			}
+			if (rt == NULL)
+				master_log_lines("reload: ", err + off);
 		}
 		if (rt == NULL)
 			cfg_free(cfg);
@@ -701,15 +706,12 @@ master_run(struct config *cfg)
 	shm_create();
 	{
 		static char err[RELOAD_ERR_MAX];
-		char *p, *nl;
 
 		err[0] = '\0';
 		m->rt = runtime_new(cfg, 1, NULL, &m->slots, 1, err,
 		    sizeof(err));
 		if (m->rt == NULL) {
-			for (p = err; (nl = strchr(p, '\n')) != NULL;
-			    p = nl + 1)
-				log_errx("%.*s", (int)(nl - p), p);
+			master_log_lines("", err);
 			cfg_free(cfg);
 			fatalx("cannot start");
 		}

@@ -37,20 +37,32 @@ static const struct write_vec write_bad_vecs[] = {
 	{ "\xe2\x82x", "\"\\ufffd\\ufffdx\"" },
 };
 
-START_TEST(test_write_string)
+/* json_write_string(in) as a NUL-terminated string (free it); its length
+ * in *len. */
+static char *
+written(const char *in, size_t *len)
 {
-	const struct write_vec *v = &write_vecs[_i];
 	struct evbuffer *b = evbuffer_new();
-	char err[64];
-	struct json *j;
-	size_t n;
 	char *s;
 
 	ck_assert_ptr_nonnull(b);
-	ck_assert_int_eq(json_write_string(b, v->in), 0);
-	n = evbuffer_get_length(b);
-	s = calloc(1, n + 1);
-	evbuffer_remove(b, s, n);
+	ck_assert_int_eq(json_write_string(b, in), 0);
+	*len = evbuffer_get_length(b);
+	s = calloc(1, *len + 1);
+	ck_assert_ptr_nonnull(s);
+	evbuffer_remove(b, s, *len);
+	evbuffer_free(b);
+	return s;
+}
+
+START_TEST(test_write_string)
+{
+	const struct write_vec *v = &write_vecs[_i];
+	char err[64];
+	struct json *j;
+	size_t n;
+	char *s = written(v->in, &n);
+
 	ck_assert_str_eq(s, v->out);
 	j = json_parse(s, n, err, sizeof(err));
 	ck_assert_msg(j != NULL, "%s: %s", v->out, err);
@@ -58,25 +70,17 @@ START_TEST(test_write_string)
 	ck_assert_str_eq(j->str, v->in);
 	json_free(j);
 	free(s);
-	evbuffer_free(b);
 }
 END_TEST
 
 START_TEST(test_write_string_not_utf8)
 {
 	const struct write_vec *v = &write_bad_vecs[_i];
-	struct evbuffer *b = evbuffer_new();
 	size_t n;
-	char *s;
+	char *s = written(v->in, &n);
 
-	ck_assert_ptr_nonnull(b);
-	ck_assert_int_eq(json_write_string(b, v->in), 0);
-	n = evbuffer_get_length(b);
-	s = calloc(1, n + 1);
-	evbuffer_remove(b, s, n);
 	ck_assert_str_eq(s, v->out);
 	free(s);
-	evbuffer_free(b);
 }
 END_TEST
 

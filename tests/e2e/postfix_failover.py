@@ -20,7 +20,8 @@ import time
 import unittest
 
 import postfixlab
-from postfixlab import MailLoad, RELAY_DOMAIN, PostfixLab, postfix_available
+from postfixlab import (MailLoad, RELAY_DOMAIN, PostfixLab, logs_on_failure,
+	postfix_available)
 
 from sfharness import Smtpfront, free_port, make_config
 
@@ -53,40 +54,22 @@ class PostfixFailover(unittest.TestCase):
 		try:
 			for name in ('mx1', 'mx2'):
 				# the proxy and the clients are permitted: no teaser, fast sessions
-				lab = PostfixLab(free_port(), proxy='haproxy',
-					access_list=['127.0.0.0/8'])
-				self.stack.callback(lab.cleanup)
-				self.stack.callback(self._stop_lab, lab)
-				lab.start()
+				lab = self.stack.enter_context(PostfixLab(free_port(),
+					proxy='haproxy', access_list=['127.0.0.0/8']))
 				self.labs.append((name, lab))
 		except BaseException:
 			self.stack.close()
 			raise
-
-	@staticmethod
-	def _stop_lab(lab):
-		try:
-			lab.stop()
-		except Exception:
-			lab.abort()
 
 	def tearDown(self):
 		if self.load is not None:
 			self.load.stop()
 		self.stack.close()
 
-	@contextlib.contextmanager
 	def _explained(self):
-		try:
-			yield
-		except BaseException:
-			if self.sf is not None:
-				sys.stderr.write('--- smtpfront log (tail) ---\n%s\n'
-					% '\n'.join(self.sf.logs()[-60:]))
-			for name, lab in self.labs:
-				sys.stderr.write('--- postfix %s maillog (tail) ---\n%s\n'
-					% (name, lab.log_text()[-4000:]))
-			raise
+		return logs_on_failure(
+			lambda: [('', self.sf)] if self.sf is not None else [],
+			lambda: self.labs)
 
 	def test_stop_one_server_under_load(self):
 		with self._explained():

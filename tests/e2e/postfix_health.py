@@ -20,7 +20,8 @@ import time
 import unittest
 
 import postfixlab
-from postfixlab import PostfixLab, postfix_available, send_test_mail
+from postfixlab import (PostfixLab, logs_on_failure, postfix_available,
+	send_test_mail)
 
 from sfharness import RawSMTP, Smtpfront, free_port, make_config
 
@@ -65,38 +66,18 @@ class PostfixHealth(unittest.TestCase):
 		self.sfs = {}
 		try:
 			for proxy, access in (('v2', [CLIENT + '/32']), ('v1', [])):
-				lab = _lab(access_list=access)
-				self.stack.callback(lab.cleanup)
-				self.stack.callback(self._stop_lab, lab)
-				lab.start()
-				self.labs[proxy] = lab
+				self.labs[proxy] = self.stack.enter_context(
+					_lab(access_list=access))
 		except BaseException:
 			self.stack.close()
 			raise
 
-	@staticmethod
-	def _stop_lab(lab):
-		try:
-			lab.stop()
-		except Exception:
-			lab.abort()
-
 	def tearDown(self):
 		self.stack.close()
 
-	@contextlib.contextmanager
 	def _explained(self):
-		"""On failure print both sides' logs: the reason is usually there."""
-		try:
-			yield
-		except BaseException:
-			for proxy, sf in self.sfs.items():
-				sys.stderr.write('--- smtpfront %s log ---\n%s\n'
-					% (proxy, '\n'.join(sf.logs()[-80:])))
-			for proxy, lab in self.labs.items():
-				sys.stderr.write('--- postfix %s maillog (tail) ---\n%s\n'
-					% (proxy, lab.log_text()[-6000:]))
-			raise
+		return logs_on_failure(lambda: self.sfs.items(),
+			lambda: self.labs.items())
 
 	def _start_sf(self, proxy):
 		port = free_port()

@@ -7,17 +7,16 @@ PROXY v1 and a v2 pool, and Postfix's own log must show 127.0.0.55, never smtpfr
 127.0.0.1, for those sessions. Needs root (skipped otherwise, exit 77).
 """
 
-import contextlib
 import os
 import re
 import smtplib
 import socket
-import sys
 import time
 import unittest
 
 import postfixlab
-from postfixlab import PostfixLab, postfix_available, send_test_mail
+from postfixlab import (PostfixLab, logs_on_failure, postfix_available,
+	send_test_mail)
 
 from sfharness import Smtpfront, free_port
 
@@ -59,21 +58,9 @@ class PostfixRelay(unittest.TestCase):
 	def setUpClass(cls):
 		if not os.environ.get('SMTPFRONT_BIN'):
 			raise RuntimeError('SMTPFRONT_BIN is not set (run through meson test)')
-		cls.lab = PostfixLab(free_port(), proxy='haproxy', greet_wait='%ds' % GREET_WAIT,
-			access_list=['127.0.0.1/32', CLIENT + '/32'])
-		try:
-			cls.lab.start()
-		except BaseException:
-			cls.lab.abort()
-			cls.lab.cleanup()
-			raise
-
-	@classmethod
-	def tearDownClass(cls):
-		try:
-			cls.lab.stop()
-		finally:
-			cls.lab.cleanup()
+		cls.lab = cls.enterClassContext(PostfixLab(free_port(), proxy='haproxy',
+			greet_wait='%ds' % GREET_WAIT,
+			access_list=['127.0.0.1/32', CLIENT + '/32']))
 
 	def setUp(self):
 		self.sf = None
@@ -82,17 +69,10 @@ class PostfixRelay(unittest.TestCase):
 		if self.sf is not None:
 			self.sf.__exit__(None, None, None)  # stop, remove its temp dir
 
-	@contextlib.contextmanager
 	def _explained(self):
-		"""On any failure, print both sides' logs: the reason is usually there."""
-		try:
-			yield
-		except BaseException:
-			if self.sf is not None:
-				sys.stderr.write('--- smtpfront log ---\n%s\n' % '\n'.join(self.sf.logs()))
-			sys.stderr.write('--- postfix maillog (tail) ---\n%s\n'
-				% self.lab.log_text()[-5000:])
-			raise
+		return logs_on_failure(
+			lambda: [('', self.sf)] if self.sf is not None else [],
+			lambda: [('', self.lab)])
 
 	def _start_smtpfront(self, proxy):
 		self.sf_port = free_port()

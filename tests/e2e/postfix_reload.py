@@ -20,7 +20,8 @@ import sys
 import unittest
 
 import postfixlab
-from postfixlab import MailLoad, RELAY_DOMAIN, PostfixLab, postfix_available
+from postfixlab import (MailLoad, RELAY_DOMAIN, PostfixLab, logs_on_failure,
+	postfix_available)
 
 from sfharness import (SMTPFRONTCTL_BIN, Smtpfront, free_port, make_config,
 	process_state)
@@ -50,12 +51,8 @@ class PostfixReload(unittest.TestCase):
 		self.load = None
 		try:
 			for _ in range(2):
-				lab = PostfixLab(free_port(), proxy='haproxy',
-					access_list=['127.0.0.0/8'])
-				self.stack.callback(lab.cleanup)
-				self.stack.callback(lab.abort)
-				lab.start()
-				self.labs.append(lab)
+				self.labs.append(self.stack.enter_context(PostfixLab(
+					free_port(), proxy='haproxy', access_list=['127.0.0.0/8'])))
 		except BaseException:
 			self.stack.close()
 			raise
@@ -66,19 +63,10 @@ class PostfixReload(unittest.TestCase):
 		self.stack.close()
 
 	def test_reloads_under_load(self):
-		try:
+		with logs_on_failure(
+				lambda: [('', self.sf)] if self.sf is not None else [],
+				lambda: [(lab.name, lab) for lab in self.labs]):
 			self._scenario()
-		except BaseException:
-			if self.sf is not None:
-				logs = self.sf.logs()
-				sys.stderr.write('--- smtpfront log, all but sessions ---\n%s\n'
-					'--- smtpfront log (tail) ---\n%s\n' % (
-					'\n'.join(l for l in logs if 'session client=' not in l),
-					'\n'.join(logs[-20:])))
-			for lab in self.labs:
-				sys.stderr.write('--- %s maillog (tail) ---\n%s\n'
-					% (lab.name, lab.log_text()[-3000:]))
-			raise
 
 	def _scenario(self):
 		mx1, mx2 = self.labs

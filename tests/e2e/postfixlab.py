@@ -7,6 +7,7 @@ optionally expecting a PROXY header. It never touches /etc/postfix's instance, a
 several labs can run at once on distinct ports. Needs root (postfix -c DIR start).
 """
 
+import contextlib
 import errno
 import os
 import pwd
@@ -567,6 +568,27 @@ class MailLoad:
 			elif rec['port'] is not None:
 				sock.close()
 		return rec
+
+
+@contextlib.contextmanager
+def logs_on_failure(fronts, labs):
+	"""On any failure inside, print what each smtpfront logged (every line but
+	the session lines, then its last 40) and the tail of each Postfix maillog:
+	the reason is usually there. fronts, labs: callables giving [(name, obj)]
+	as they are when the failure happens."""
+	try:
+		yield
+	except BaseException:
+		for name, sf in fronts():
+			logs = sf.logs()
+			sys.stderr.write('--- smtpfront %s log, all but sessions ---\n%s\n'
+				'--- smtpfront %s log (tail) ---\n%s\n' % (name,
+				'\n'.join(l for l in logs if 'session client=' not in l), name,
+				'\n'.join(logs[-40:])))
+		for name, lab in labs():
+			sys.stderr.write('--- postfix %s maillog (tail) ---\n%s\n'
+				% (name, lab.log_text()[-5000:]))
+		raise
 
 
 def run_tests():

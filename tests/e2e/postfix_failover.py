@@ -20,10 +20,9 @@ import time
 import unittest
 
 import postfixlab
-from postfixlab import (MailLoad, RELAY_DOMAIN, PostfixLab, logs_on_failure,
-	postfix_available)
+from postfixlab import RELAY_DOMAIN, PostfixLab, logs_on_failure, postfix_available
 
-from sfharness import Smtpfront, free_port, make_config
+from sfharness import MailLoad, Smtpfront, free_port, make_config
 
 THREADS = 8
 SOURCES = ['127.0.0.%d' % (20 + i) for i in range(THREADS)]
@@ -91,7 +90,7 @@ class PostfixFailover(unittest.TestCase):
 					return n
 			return None
 
-		self.load = load = MailLoad(sf_port, SOURCES, BODY)
+		self.load = load = MailLoad(sf_port, SOURCES, BODY, 'user@' + RELAY_DOMAIN)
 		load.start()
 		self.assertTrue(load.wait(lambda rs: all(
 			sum(1 for r in rs if r['ok'] and served_by(r) == n) >= BEFORE_STOP

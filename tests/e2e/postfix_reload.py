@@ -20,11 +20,10 @@ import sys
 import unittest
 
 import postfixlab
-from postfixlab import (MailLoad, RELAY_DOMAIN, PostfixLab, logs_on_failure,
-	postfix_available)
+from postfixlab import RELAY_DOMAIN, PostfixLab, logs_on_failure, postfix_available
 
-from sfharness import (SMTPFRONTCTL_BIN, Smtpfront, free_port, make_config,
-	process_state)
+from sfharness import (SMTPFRONTCTL_BIN, MailLoad, Smtpfront, free_port,
+	make_config, process_state)
 
 SOURCES = ['127.0.0.%d' % (40 + i) for i in range(6)]
 RELOADS = 10
@@ -77,12 +76,10 @@ class PostfixReload(unittest.TestCase):
 		self.sf = sf = self.stack.enter_context(Smtpfront(one))
 		sf.wait_ready()
 		sf.wait_log(r'health: server pool/mx1 is UP', 10)
-		self.load = load = MailLoad(port, SOURCES, BODY)
+		self.load = load = MailLoad(port, SOURCES, BODY, 'user@' + RELAY_DOMAIN)
 		load.start()
 		for i in range(RELOADS):
-			n = len(load.records)
-			self.assertTrue(load.wait(lambda rs: sum(
-				1 for r in rs[n:] if r['ok']) >= PER_RELOAD, 60), 'load stalled')
+			self.assertTrue(load.wait_ok(PER_RELOAD, 60), 'load stalled')
 			gen = i + 2
 			sf.write_config(two if i % 2 == 0 else one)
 			mark = sf.mark()
@@ -109,9 +106,7 @@ class PostfixReload(unittest.TestCase):
 				self.assertEqual(r.returncode, 0, r.stderr)
 				self.assertEqual(r.stdout.strip(), 'ok: generation %d' % gen)
 			sf.wait_log(r'reload: generation %d running' % gen, 30, since=mark)
-		n = len(load.records)
-		self.assertTrue(load.wait(lambda rs: sum(
-			1 for r in rs[n:] if r['ok']) >= PER_RELOAD, 60), 'load stalled')
+		self.assertTrue(load.wait_ok(PER_RELOAD, 60), 'load stalled')
 		self.assertTrue(load.stop(), 'client threads hung')
 		recs = load.records
 		bad = [r for r in recs if not r['ok']]

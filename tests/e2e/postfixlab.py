@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 POSTFIX = shutil.which('postfix') or '/usr/sbin/postfix'
@@ -443,131 +442,6 @@ def send_test_mail(host, port, *, source=None, rcpt='user@' + RELAY_DOMAIN,
 		return code, text.decode('utf-8', 'replace'), client_port
 	finally:
 		s.close()
-
-
-class MailLoad:
-	"""One client thread per source address sending one mail per session until
-	stopped; one record each (src, port, replies, banner, ok, refused, error,
-	t0/t1). Each session binds a client port it never used before, so a record
-	joins exactly one smtpfront session line."""
-
-	def __init__(self, port, sources, body, port_base=12000, port_span=2000):
-		self.port = port
-		self.sources = list(sources)
-		self.body = body
-		self.port_base, self.port_span = port_base, port_span
-		self.next_port = {src: port_base + i * port_span
-			for i, src in enumerate(self.sources)}
-		self.cond = threading.Condition()
-		self.records = []
-		self.stopping = False
-		self.threads = [threading.Thread(target=self._run, args=(src,), daemon=True)
-			for src in self.sources]
-
-	def start(self):
-		for t in self.threads:
-			t.start()
-
-	def stop(self):
-		with self.cond:
-			self.stopping = True
-		for t in self.threads:
-			t.join(60)
-		return not any(t.is_alive() for t in self.threads)
-
-	def wait(self, pred, timeout):
-		with self.cond:
-			return self.cond.wait_for(lambda: pred(self.records), timeout)
-
-	def _run(self, src):
-		while True:
-			with self.cond:
-				if self.stopping:
-					return
-			rec = self._session(src)
-			with self.cond:
-				self.records.append(rec)
-				self.cond.notify_all()
-
-	def _connect(self, src):
-		"""A connection from src and a port it never used before.
-
-		The kernel reuses a client port soon after a session ends; a port used once
-		joins each client session to exactly one smtpfront session line.
-		"""
-		while True:
-			port = self.next_port[src]
-			self.next_port[src] += 1
-			if port >= self.port_base + (self.sources.index(src) + 1) * self.port_span:
-				raise RuntimeError('client %s ran out of ports' % src)
-			sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-			try:
-				# a TIME_WAIT of an earlier run does not block the bind
-				sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-				sock.bind((src, port))
-			except OSError as e:
-				sock.close()
-				if e.errno == errno.EADDRINUSE:
-					continue
-				raise
-			sock.settimeout(20)
-			try:
-				sock.connect(('127.0.0.1', self.port))
-			except OSError as e:
-				sock.close()
-				if e.errno == errno.EADDRNOTAVAIL:  # that 4-tuple is in TIME_WAIT
-					continue
-				raise
-			return sock
-
-	def _session(self, src):
-		rec = {'src': src, 't0': time.monotonic(), 't1': None, 'port': None,
-			'stage': 'connect', 'replies': [], 'banner': None, 'mail_ok': False,
-			'ok': False, 'refused': False, 'error': None}
-		s = None
-		try:
-			sock = self._connect(src)
-			rec['port'] = sock.getsockname()[1]
-			s = smtplib.SMTP(timeout=20)
-			s.sock = sock
-			s._host = '127.0.0.1'
-			rec['stage'] = 'greeting'
-			code, msg = s.getreply()
-			rec['replies'].append(code)
-			rec['banner'] = msg.decode('utf-8', 'replace')
-			if code != 220:
-				rec['refused'] = True
-				return rec
-			for stage, step, want in (
-					('ehlo', lambda: s.ehlo('client.test'), 250),
-					('mail', lambda: s.mail('load@client.test'), 250),
-					('rcpt', lambda: s.rcpt('user@' + RELAY_DOMAIN), 250),
-					('data', lambda: s.data(self.body), 250)):
-				rec['stage'] = stage
-				code = step()[0]
-				rec['replies'].append(code)
-				if code != want:
-					rec['refused'] = True
-					return rec
-			rec['mail_ok'] = True
-			rec['stage'] = 'quit'
-			code = s.docmd('QUIT')[0]
-			rec['replies'].append(code)
-			rec['ok'] = code == 221
-			rec['refused'] = not rec['ok']
-		except smtplib.SMTPResponseException as e:
-			rec['replies'].append(e.smtp_code)
-			rec['refused'] = True
-			rec['error'] = repr(e)
-		except (OSError, smtplib.SMTPException) as e:
-			rec['error'] = repr(e)
-		finally:
-			rec['t1'] = time.monotonic()
-			if s is not None:
-				s.close()
-			elif rec['port'] is not None:
-				sock.close()
-		return rec
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ lets tests wait for lines with condition variables; SMTP clients (smtplib
 and a raw socket client for pipelining and byte-level checks); FNV-1a 64;
 the session log parser; a config builder."""
 
+import errno
 import json
 import os
 import re
@@ -457,63 +458,149 @@ class Smtpfront:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class Load:
-    """Client threads running complete SMTP sessions back to back until
-    stopped. Every session that does not end in 221 after a queued message
-    is a failure; a refused or reset connection is one too."""
+class MailLoad:
+    """One client thread per source address sending one mail per session until
+    stopped; one record each (src, port, replies, banner, ok, refused, error,
+    t0/t1). Each session binds a client port it never used before, so a record
+    joins exactly one smtpfront session line."""
 
-    def __init__(self, port, threads=4, timeout=20):
+    def __init__(self, port, sources, body, rcpt, port_base=12000, port_span=2000):
         self.port = port
-        self.timeout = timeout
-        self.ok = 0
-        self.failures = []
+        self.rcpt = rcpt
+        self.sources = list(sources)
+        self.body = body
+        self.port_base, self.port_span = port_base, port_span
+        self.next_port = {src: port_base + i * port_span
+            for i, src in enumerate(self.sources)}
         self.cond = threading.Condition()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,),
-                                          daemon=True)
-                         for i in range(threads)]
-        for t in self._threads:
+        self.records = []
+        self.stopping = False
+        self.threads = [threading.Thread(target=self._run, args=(src,), daemon=True)
+            for src in self.sources]
+
+    def start(self):
+        for t in self.threads:
             t.start()
 
-    def _one(self, i, n):
-        with smtplib.SMTP('127.0.0.1', self.port, timeout=self.timeout) as s:
-            s.ehlo('load%d.test' % i)
-            refused = s.sendmail('a@example.org', ['b@example.org'],
-                                 'Subject: %d-%d\r\n\r\nbody\r\n' % (i, n))
-            if refused:
-                raise RuntimeError('recipients refused: %r' % refused)
-            code, _ = s.quit()
-            if code != 221:
-                raise RuntimeError('QUIT answered %d' % code)
+    def stop(self):
+        with self.cond:
+            self.stopping = True
+        for t in self.threads:
+            t.join(60)
+        return not any(t.is_alive() for t in self.threads)
 
-    def _run(self, i):
-        n = 0
-        while not self._stop.is_set():
-            n += 1
-            try:
-                self._one(i, n)
-            except Exception as e:          # noqa: BLE001 - all count
-                with self.cond:
-                    self.failures.append('%s: %s' % (type(e).__name__, e))
-                    self.cond.notify_all()
-                continue
+    @property
+    def ok(self):
+        """Sessions that delivered their mail and ended in 221."""
+        with self.cond:
+            return sum(1 for r in self.records if r['ok'])
+
+    @property
+    def failures(self):
+        """The records of every session that did not."""
+        with self.cond:
+            return [r for r in self.records if not r['ok']]
+
+    def wait_ok(self, n, timeout):
+        """Wait until n more sessions than now succeeded; False on timeout."""
+        with self.cond:
+            k = len(self.records)
+            return self.cond.wait_for(lambda: sum(
+                1 for r in self.records[k:] if r['ok']) >= n, timeout)
+
+    def wait(self, pred, timeout):
+        with self.cond:
+            return self.cond.wait_for(lambda: pred(self.records), timeout)
+
+    def _run(self, src):
+        while True:
             with self.cond:
-                self.ok += 1
+                if self.stopping:
+                    return
+            rec = self._session(src)
+            with self.cond:
+                self.records.append(rec)
                 self.cond.notify_all()
 
-    def wait_more(self, n, timeout=20):
-        """Wait until n more sessions succeeded than now."""
-        with self.cond:
-            target = self.ok + n
-            if not self.cond.wait_for(lambda: self.ok >= target, timeout):
-                raise AssertionError('load stalled at %d sessions '
-                                     '(failures: %r)' % (self.ok,
-                                                         self.failures[:5]))
+    def _connect(self, src):
+        """A connection from src and a port it never used before.
 
-    def stop(self):
-        self._stop.set()
-        for t in self._threads:
-            t.join(self.timeout)
+        The kernel reuses a client port soon after a session ends; a port used once
+        joins each client session to exactly one smtpfront session line.
+        """
+        while True:
+            port = self.next_port[src]
+            self.next_port[src] += 1
+            if port >= self.port_base + (self.sources.index(src) + 1) * self.port_span:
+                raise RuntimeError('client %s ran out of ports' % src)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                # a TIME_WAIT of an earlier run does not block the bind
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((src, port))
+            except OSError as e:
+                sock.close()
+                if e.errno == errno.EADDRINUSE:
+                    continue
+                raise
+            sock.settimeout(20)
+            try:
+                sock.connect(('127.0.0.1', self.port))
+            except OSError as e:
+                sock.close()
+                if e.errno == errno.EADDRNOTAVAIL:  # that 4-tuple is in TIME_WAIT
+                    continue
+                raise
+            return sock
+
+    def _session(self, src):
+        rec = {'src': src, 't0': time.monotonic(), 't1': None, 'port': None,
+            'stage': 'connect', 'replies': [], 'banner': None, 'mail_ok': False,
+            'ok': False, 'refused': False, 'error': None}
+        s = None
+        try:
+            sock = self._connect(src)
+            rec['port'] = sock.getsockname()[1]
+            s = smtplib.SMTP(timeout=20)
+            s.sock = sock
+            s._host = '127.0.0.1'
+            rec['stage'] = 'greeting'
+            code, msg = s.getreply()
+            rec['replies'].append(code)
+            rec['banner'] = msg.decode('utf-8', 'replace')
+            if code != 220:
+                rec['refused'] = True
+                return rec
+            for stage, step, want in (
+                    ('ehlo', lambda: s.ehlo('client.test'), 250),
+                    ('mail', lambda: s.mail('load@client.test'), 250),
+                    ('rcpt', lambda: s.rcpt(self.rcpt), 250),
+                    ('data', lambda: s.data(self.body), 250)):
+                rec['stage'] = stage
+                code = step()[0]
+                rec['replies'].append(code)
+                if code != want:
+                    rec['refused'] = True
+                    return rec
+            rec['mail_ok'] = True
+            rec['stage'] = 'quit'
+            code = s.docmd('QUIT')[0]
+            rec['replies'].append(code)
+            rec['ok'] = code == 221
+            rec['refused'] = not rec['ok']
+        except smtplib.SMTPResponseException as e:
+            rec['replies'].append(e.smtp_code)
+            rec['refused'] = True
+            rec['error'] = repr(e)
+        except (OSError, smtplib.SMTPException) as e:
+            rec['error'] = repr(e)
+        finally:
+            rec['t1'] = time.monotonic()
+            if s is not None:
+                s.close()
+            elif rec['port'] is not None:
+                sock.close()
+        return rec
 
 
 def poll_until(fetch, pred, what, timeout=15, interval=0.05):
@@ -576,6 +663,15 @@ def process_state(pid):
     except OSError as e:
         out.append(str(e))
     return 'pid %d: %s' % (pid, '; '.join(out))
+
+
+def backend_load(port, threads=4):
+    """A started MailLoad for the test backend: one client thread per
+    address from 127.0.0.50 up."""
+    load = MailLoad(port, ['127.0.0.%d' % (50 + i) for i in range(threads)],
+                    'Subject: load\r\n\r\nbody\r\n', 'b@example.org')
+    load.start()
+    return load
 
 
 # ---------------------------------------------------------------- haproxy

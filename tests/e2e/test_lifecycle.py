@@ -155,9 +155,9 @@ class LifecycleTest(unittest.TestCase):
         active = {w['pid']: w['active'] for w in self.status(sf)['workers']}
         victim = max(active, key=active.get)
         self.assertEqual(set(active), set(workers))
-        load = h.Load(sf.port, timeout=TIMEOUT)
+        load = h.backend_load(sf.port)
         self.addCleanup(load.stop)
-        load.wait_more(50)
+        self.assertTrue(load.wait_ok(50, TIMEOUT))
         mark = sf.mark()
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
@@ -165,8 +165,8 @@ class LifecycleTest(unittest.TestCase):
                         since=mark)
         self.assertLess(time.monotonic() - killed_at, 1.0)
         self.assertIn(int(m.group(1)), sf.children())
-        load.wait_more(100)
-        load.stop()
+        self.assertTrue(load.wait_ok(100, TIMEOUT))
+        self.assertTrue(load.stop())
         # Each load thread had at most one session in the victim.
         self.assertLessEqual(len(load.failures), 4, load.failures)
         lost = ok = 0

@@ -77,9 +77,9 @@ class ReloadTest(h.ControlClient, unittest.TestCase):
                                    ('b3', b3.port, {'weight': 2})],
                             workers=1)
         sf = self.start(cfg_a)
-        load = h.Load(port, timeout=TIMEOUT)
+        load = h.backend_load(port)
         self.addCleanup(load.stop)
-        load.wait_more(20)
+        self.assertTrue(load.wait_ok(20, TIMEOUT))
         for i in range(20):
             gen = i + 2
             sf.write_config(cfg_b if i % 2 == 0 else cfg_a)
@@ -87,8 +87,8 @@ class ReloadTest(h.ControlClient, unittest.TestCase):
                 self.reload_hup(sf, gen)
             else:
                 self.reload_ctl(sf, gen)
-            load.wait_more(25)
-        load.stop()
+            self.assertTrue(load.wait_ok(25, TIMEOUT))
+        self.assertTrue(load.stop())
         self.assertEqual(load.failures, [])
         self.assertGreater(load.ok, 200)
         doc = self.wait_status(

@@ -12,7 +12,6 @@ cut it. No client ever sees a 421 or a connection failure, and the surviving
 instance logs the real client addresses. Needs root (skipped otherwise, exit 77).
 """
 
-import contextlib
 import os
 import re
 import sys
@@ -46,24 +45,18 @@ class PostfixFailover(unittest.TestCase):
 	def setUp(self):
 		if not os.environ.get('SMTPFRONT_BIN'):
 			raise RuntimeError('SMTPFRONT_BIN is not set (run through meson test)')
-		self.stack = contextlib.ExitStack()
 		self.labs = []
 		self.sf = None
 		self.load = None
-		try:
-			for name in ('mx1', 'mx2'):
-				# the proxy and the clients are permitted: no teaser, fast sessions
-				lab = self.stack.enter_context(PostfixLab(free_port(),
-					proxy='haproxy', access_list=['127.0.0.0/8']))
-				self.labs.append((name, lab))
-		except BaseException:
-			self.stack.close()
-			raise
+		for name in ('mx1', 'mx2'):
+			# the proxy and the clients are permitted: no teaser, fast sessions
+			lab = self.enterContext(PostfixLab(free_port(),
+				proxy='haproxy', access_list=['127.0.0.0/8']))
+			self.labs.append((name, lab))
 
 	def tearDown(self):
 		if self.load is not None:
 			self.load.stop()
-		self.stack.close()
 
 	def _explained(self):
 		return logs_on_failure(
@@ -77,7 +70,7 @@ class PostfixFailover(unittest.TestCase):
 	def _scenario(self):
 		(n1, mx1), (n2, mx2) = self.labs
 		sf_port = free_port()
-		self.sf = sf = self.stack.enter_context(
+		self.sf = sf = self.enterContext(
 			Smtpfront(_config(sf_port, self.labs)))
 		sf.wait_ready()
 		for n in (n1, n2):

@@ -12,7 +12,6 @@ v2 instance is stopped (DOWN within fall x (interval + timeout), clients get 421
 Needs root (skipped otherwise, exit 77).
 """
 
-import contextlib
 import os
 import re
 import sys
@@ -61,19 +60,10 @@ class PostfixHealth(unittest.TestCase):
 	def setUp(self):
 		if not os.environ.get('SMTPFRONT_BIN'):
 			raise RuntimeError('SMTPFRONT_BIN is not set (run through meson test)')
-		self.stack = contextlib.ExitStack()
 		self.labs = {}
 		self.sfs = {}
-		try:
-			for proxy, access in (('v2', [CLIENT + '/32']), ('v1', [])):
-				self.labs[proxy] = self.stack.enter_context(
-					_lab(access_list=access))
-		except BaseException:
-			self.stack.close()
-			raise
-
-	def tearDown(self):
-		self.stack.close()
+		for proxy, access in (('v2', [CLIENT + '/32']), ('v1', [])):
+			self.labs[proxy] = self.enterContext(_lab(access_list=access))
 
 	def _explained(self):
 		return logs_on_failure(lambda: self.sfs.items(),
@@ -82,7 +72,7 @@ class PostfixHealth(unittest.TestCase):
 	def _start_sf(self, proxy):
 		port = free_port()
 		sf = Smtpfront(_config(port, self.labs[proxy], proxy))
-		self.stack.enter_context(sf)
+		self.enterContext(sf)
 		self.sfs[proxy] = sf
 		sf.wait_ready()
 		return sf, port

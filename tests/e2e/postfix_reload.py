@@ -11,7 +11,6 @@ addresses (mx2 only for sessions of the generations that had it). Needs root
 (skipped otherwise, exit 77).
 """
 
-import contextlib
 import os
 import re
 import signal
@@ -44,22 +43,16 @@ class PostfixReload(unittest.TestCase):
 		if not os.environ.get('SMTPFRONT_BIN') or not SMTPFRONTCTL_BIN:
 			raise RuntimeError('SMTPFRONT_BIN/SMTPFRONTCTL_BIN not set '
 				'(run through meson test)')
-		self.stack = contextlib.ExitStack()
 		self.labs = []
 		self.sf = None
 		self.load = None
-		try:
-			for _ in range(2):
-				self.labs.append(self.stack.enter_context(PostfixLab(
-					free_port(), proxy='haproxy', access_list=['127.0.0.0/8'])))
-		except BaseException:
-			self.stack.close()
-			raise
+		for _ in range(2):
+			self.labs.append(self.enterContext(PostfixLab(
+				free_port(), proxy='haproxy', access_list=['127.0.0.0/8'])))
 
 	def tearDown(self):
 		if self.load is not None:
 			self.load.stop()
-		self.stack.close()
 
 	def test_reloads_under_load(self):
 		with logs_on_failure(
@@ -73,7 +66,7 @@ class PostfixReload(unittest.TestCase):
 		one = _config(port, [('mx1', mx1.hostport)])
 		two = _config(port, [('mx1', mx1.hostport, {'weight': 2}),
 			('mx2', mx2.hostport, {'weight': 3})])
-		self.sf = sf = self.stack.enter_context(Smtpfront(one))
+		self.sf = sf = self.enterContext(Smtpfront(one))
 		sf.wait_ready()
 		sf.wait_log(r'health: server pool/mx1 is UP', 10)
 		self.load = load = MailLoad(port, SOURCES, BODY, 'user@' + RELAY_DOMAIN)

@@ -8,6 +8,7 @@ their draining worker; systemd hears RELOADING=1 then READY=1."""
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -342,6 +343,7 @@ class ReloadTest(h.ControlClient, unittest.TestCase):
     def test_notify_reloading_then_ready(self):
         import tempfile
         d = tempfile.mkdtemp(prefix='sftest-notify-')
+        self.addCleanup(shutil.rmtree, d, True)
         path = os.path.join(d, 'notify.sock')
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.addCleanup(sock.close)

@@ -74,6 +74,17 @@ rt_slot_find(const struct rt_slot_owner *owners, bool *claimed, size_t n,
 	return -1;
 }
 
+/* Does one of rt's binds use socket fd (taken over or its own)? */
+static bool
+rt_uses_fd(const struct runtime *rt, int fd)
+{
+	for (size_t i = 0; i < rt->nlisteners; i++)
+		for (size_t j = 0; j < rt->listeners[i].nbinds; j++)
+			if (rt->listeners[i].binds[j].fd == fd)
+				return true;
+	return false;
+}
+
 /* A socket of prev bound to the same address, not yet taken by rt. */
 static int
 rt_take_fd(const struct runtime *rt, const struct runtime *prev,
@@ -86,16 +97,9 @@ rt_take_fd(const struct runtime *rt, const struct runtime *prev,
 
 		for (size_t j = 0; j < pl->nbinds; j++) {
 			int fd = pl->binds[j].fd;
-			bool taken = false;
 
-			if (fd == -1 || !rt_same_addr(pl->binds[j].addr, a))
-				continue;
-			for (size_t k = 0; k < rt->nlisteners && !taken; k++)
-				for (size_t m = 0; m < rt->listeners[k].nbinds;
-				    m++)
-					if (rt->listeners[k].binds[m].fd == fd)
-						taken = true;
-			if (!taken)
+			if (fd != -1 && rt_same_addr(pl->binds[j].addr, a) &&
+			    !rt_uses_fd(rt, fd))
 				return fd;
 		}
 	}
@@ -280,18 +284,13 @@ runtime_commit(struct runtime *rt, struct runtime *prev,
 			struct rt_listener *pl = &prev->listeners[i];
 
 			for (size_t j = 0; j < pl->nbinds; j++) {
-				bool taken = false;
-
-				for (size_t k = 0; k < rt->nlisteners; k++)
-					for (size_t m = 0;
-					    m < rt->listeners[k].nbinds; m++)
-						if (rt->listeners[k].binds[m]
-						    .inherited && rt->listeners[k]
-						    .binds[m].fd == pl->binds[j].fd)
-							taken = true;
-				if (taken)
+				/* prev's sockets are open, so rt can only use
+				 * one by having taken it over. */
+				if (pl->binds[j].fd == -1)
+					continue;
+				if (rt_uses_fd(rt, pl->binds[j].fd))
 					pl->binds[j].fd = -1;
-				else if (pl->binds[j].fd != -1)
+				else
 					d.listeners_removed++;
 			}
 		}

@@ -181,7 +181,10 @@ def check_yaml_page(loader_src, page_text):
 
 
 def usage_words(binary):
-	"""Options (-x) and commands of a program's -h text."""
+	"""Options (-x) and commands of a program's -h text: options anywhere
+	before "commands:" (usage lines, "[-htV]" groups, "  -V, --version"),
+	commands as the first word of a line indented by two spaces under it
+	(deeper lines continue a description)."""
 	r = subprocess.run([binary, '-h'], stdout=subprocess.PIPE,
 		stderr=subprocess.STDOUT, text=True, timeout=30)
 	if r.returncode != 0:
@@ -189,24 +192,19 @@ def usage_words(binary):
 	opts, cmds = set(), set()
 	in_cmds = False
 	for line in r.stdout.splitlines():
-		if line.startswith('usage:'):
-			opts |= set(re.findall(r'\[-(\w+)', line))
-			continue
 		if re.match(r'^\S.*:$', line):
 			in_cmds = line.startswith('commands')
 			continue
-		m = re.match(r'^\s+(-\w)\b', line)
-		if m:
-			opts.add(m.group(1)[1:])
+		if in_cmds:
+			m = re.match(r'^  ([a-z][a-z-]*)\b', line)
+			if m:
+				cmds.add(m.group(1))
 			continue
-		m = re.match(r'^\s+([a-z][a-z-]*)\b', line)
-		if m and in_cmds:
-			cmds.add(m.group(1))
-	# [-htV] style groups: one letter each
-	flat = set()
-	for o in opts:
-		flat |= set(o)
-	return flat, cmds
+		for group in re.findall(r'(?<![\w-])-([A-Za-z]+)\b', line):
+			# "-s SOCKET" is one option; "[-htV]" several
+			if len(group) == 1 or re.search(r'\[-%s\]' % group, line):
+				opts |= set(group)
+	return opts, cmds
 
 
 def check_program_page(binary, page_text, name):

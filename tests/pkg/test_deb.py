@@ -20,9 +20,9 @@ import json
 import os
 import pwd
 import re
+import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import unittest
@@ -172,7 +172,7 @@ class Deb(unittest.TestCase):
 		unit = unitfile.parse(UNIT)
 		argv = unitfile.exec_start(unit)
 		self.assertEqual(argv, ['/usr/sbin/smtpfront', '-c', CONFIG])
-		reload_argv = [shlex_split(v) for v in unit['Service']['ExecReload']][-1]
+		reload_argv = [shlex.split(v) for v in unit['Service']['ExecReload']][-1]
 		self.assertEqual(reload_argv, ['/usr/sbin/smtpfrontctl', 'reload'])
 		with open(CONFIG) as f:
 			shipped = f.read()
@@ -291,11 +291,6 @@ class Deb(unittest.TestCase):
 		# Debian keeps system users on purge (README.Debian says so)
 		self.assertTrue(_user_exists(), 'the smtpfront user was removed: '
 			'README.Debian says it is kept')
-
-
-def shlex_split(value):
-	import shlex
-	return shlex.split(value)
 
 
 def _user_exists():

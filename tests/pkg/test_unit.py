@@ -27,7 +27,7 @@ import unittest
 
 import pkgharness
 import unitfile
-from pkgharness import Daemon, free_port, free_privileged_port, poll_until, run
+from pkgharness import Daemon, free_privileged_port, poll_until, run
 
 ANALYZE = shutil.which('systemd-analyze')
 README = os.path.join(pkgharness.SOURCE_ROOT, 'packaging', 'README.md')

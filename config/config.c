@@ -519,10 +519,6 @@ cfg_check_supported(struct cfg_parser *p, const char *section,
 
 		if (strcmp(key, "accept_proxy") == 0 && l->accept_proxy)
 			cfg_error(p, value, "accept_proxy: true is not supported yet");
-		if (strcmp(key, "max_connections_per_client") == 0 &&
-		    l->max_connections_per_client != 0)
-			cfg_error(p, value, "max_connections_per_client other "
-			    "than 0 is not supported yet");
 	}
 }
 

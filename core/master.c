@@ -28,7 +28,9 @@
 #include <event2/event.h>
 
 #include "core/child.h"
+#include "core/clients.h"
 #include "core/control.h"
+#include "core/fdplan.h"
 #include "core/health.h"
 #include "core/log.h"
 #include "core/master.h"
@@ -222,8 +224,10 @@ master_reap(struct master *m)
 		if (c == NULL)
 			continue;
 		c->pid = 0;
-		if (c->kind == CHILD_WORKER)
+		if (c->kind == CHILD_WORKER) {
 			shm_slot_reset(c->slot);
+			clients_slot_reset(c->slot);
+		}
 		if (c->draining) {
 			master_reap_draining(m, c, pid, status);
 			continue;
@@ -704,6 +708,19 @@ master_run(struct config *cfg)
 	m->pipe_w = fds[1];
 
 	shm_create();
+	{
+		unsigned long limit = fdplan_raise();
+		unsigned per = fdplan_worker_sessions(limit,
+		    fdplan_binds(cfg));
+		char msg[512];
+
+		clients_create(SHM_MAX_WORKERS, per);
+		log_info("descriptors: limit %lu, up to %u sessions per worker, "
+		    "%lu in all", limit, per,
+		    fdplan_check(cfg, limit, msg, sizeof(msg)));
+		if (msg[0] != '\0')
+			log_warnx("%s", msg);
+	}
 	{
 		static char err[RELOAD_ERR_MAX];
 

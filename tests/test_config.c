@@ -955,9 +955,8 @@ static const struct {
 	/* and it needs trusted_proxies: reported at the listener */
 	{ T_LISTENER, "accept_proxy: true", 2, 3, 5,
 	    "accept_proxy: true needs at least one network in trusted_proxies" },
-	{ T_LISTENER, "max_connections_per_client: 5", 1, 5, 33,
-	    "max_connections_per_client other than 0 is not supported yet" },
 	/* supported values pass */
+	{ T_LISTENER, "max_connections_per_client: 5", 0, 0, 0, NULL },
 	{ T_LISTENER, "accept_proxy: false", 0, 0, 0, NULL },
 	{ T_LISTENER, "max_connections_per_client: 0", 0, 0, 0, NULL },
 	{ T_POOL, "balance: roundrobin", 0, 0, 0, NULL },

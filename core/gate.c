@@ -345,7 +345,7 @@ gate_on_client(struct session *s, short what)
 	int err;
 
 	if (what & EV_TIMEOUT) {
-		if (relay_expired(s, c))
+		if (relay_expired(c))
 			session_end(s, SESSION_END_CLIENT_TIMEOUT, 0);
 		return;
 	}

@@ -10,14 +10,20 @@
  * FIN is passed on once everything before it was delivered.
  *
  * Inactivity is per side and counts bytes both ways (SPEC.md): a side is
- * active when a byte is read from it or its socket takes one. Each side
- * stamps its last activity; its event's timeout is only a wake-up to look
- * at the stamp, so progress made from the other side's handler (a write)
- * needs no event change. Every byte relayed is also shown to the session's
+ * active when a byte is read from it, when its socket takes one, and when
+ * what it sent is being taken by the other side (a long upload is activity
+ * on both sides, and so is a long reply to a slow reader). Bytes that wait
+ * in the kernel's send queue count as taken once that queue moves. Each
+ * side stamps its last activity; its event's timeout only wakes it to look
+ * at the stamps, so progress made from the other side's handler (a write)
+ * needs no event change. When a side did time out while the other one
+ * holds its bytes unread, the other one is to blame. Every byte relayed is also shown to the session's
  * dialog (smtp/dialog.c), which the verdict on the session reads.
  */
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <linux/sockios.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -52,6 +58,15 @@ relay_now_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* `d` took bytes: activity for it and for the side they came from. */
+static void
+relay_touch(struct session_side *d)
+{
+	d->active_us = relay_now_us();
+	if (d->peer != NULL)
+		d->peer->active_us = d->active_us;
+}
+
 void
 relay_side_init(struct session_side *d, int fd, unsigned timeout_ms)
 {
@@ -60,6 +75,7 @@ relay_side_init(struct session_side *d, int fd, unsigned timeout_ms)
 	d->pipe[0] = d->pipe[1] = -1;
 	d->piped = 0;
 	d->timeout_ms = timeout_ms;
+	d->outq = d->peer_outq = 0;
 	d->armed = 0;
 	d->retime = d->eof = d->shut = d->paused = d->bulk = false;
 	d->active_us = relay_now_us();
@@ -143,7 +159,7 @@ relay_put(struct session_side *d, const void *p, size_t len)
 			w = 0;
 		}
 		if (w > 0)
-			d->active_us = relay_now_us();
+			relay_touch(d);
 	}
 	if ((size_t)w < len)
 		return relay_queue(d, (const char *)p + w, len - (size_t)w);
@@ -209,7 +225,7 @@ relay_flush(struct session_side *d)
 		pipepool_put(d);	/* drained: back to the pool */
 out:
 	if (moved)
-		d->active_us = relay_now_us();
+		relay_touch(d);
 	return rc;
 }
 
@@ -304,23 +320,72 @@ relay_update(struct session *s)
 	relay_arm(s, &s->server, relay_cb_server);
 }
 
+/* Has the kernel's send queue toward `d` moved since `*seen`, the size
+ * the looker noted last time? */
+static bool
+relay_outq_moved(const struct session_side *d, unsigned *seen)
+{
+	bool moved;
+	int q;
+
+	if (d == NULL || d->fd == -1 || ioctl(d->fd, SIOCOUTQ, &q) == -1)
+		return false;
+	moved = q > 0 && (unsigned)q != *seen;
+	*seen = (unsigned)(q > 0 ? q : 0);
+	return moved;
+}
+
 /*
- * A side's timeout fired: has it really been inactive that long? If not,
- * wait for the rest of it and say no.
+ * A side's timeout fired: has it really been inactive that long? Bytes
+ * it sent may still be draining into the other side's slow reader, or
+ * bytes for it into its own: either queue moving is activity. If not
+ * expired, wait for the rest and say no.
  */
 bool
-relay_expired(struct session *s, struct session_side *d)
+relay_expired(struct session_side *d)
 {
 	struct timeval tv;
 	int64_t idle = relay_now_us() - d->active_us;
+	bool mine, theirs;
 
-	(void)s;
-	if (d->timeout_ms == 0 || idle >= (int64_t)d->timeout_ms * 1000)
+	if (d->timeout_ms == 0)
 		return true;
+	if (idle >= (int64_t)d->timeout_ms * 1000) {
+		mine = relay_outq_moved(d, &d->outq);
+		theirs = relay_outq_moved(d->peer, &d->peer_outq);
+		if (!mine && !theirs)
+			return true;
+		relay_touch(d);
+	}
 	tv = relay_time_left(d);
 	if (event_add(&d->ev, &tv) == -1)
 		return true;
 	return false;
+}
+
+/* Does `d` hold bytes it has not taken (queued, piped or in the kernel)? */
+static bool
+relay_holds_bytes(const struct session_side *d)
+{
+	int q;
+
+	if (d->fd == -1)
+		return false;
+	if (d->out != NULL || d->piped > 0)
+		return true;
+	return ioctl(d->fd, SIOCOUTQ, &q) == 0 && q > 0;
+}
+
+/* `d` timed out: blame the other side when it sits on bytes unread. */
+static void
+relay_timed_out(struct session *s, struct session_side *d)
+{
+	bool client = d == &s->client;
+
+	if (relay_holds_bytes(d->peer))
+		client = !client;
+	session_end(s, client ? SESSION_END_CLIENT_TIMEOUT :
+	    SESSION_END_SERVER_TIMEOUT, 0);
 }
 
 /* -------------------------------------------------------------- relay */
@@ -591,8 +656,8 @@ relay_on_client(struct session *s, short what)
 	struct session_side *c = &s->client;
 
 	if (what & EV_TIMEOUT) {
-		if (relay_expired(s, c))
-			session_end(s, SESSION_END_CLIENT_TIMEOUT, 0);
+		if (relay_expired(c))
+			relay_timed_out(s, c);
 		return;
 	}
 	if ((what & EV_WRITE) && relay_write(s, c, &s->server) == -1)
@@ -610,8 +675,8 @@ relay_on_server(struct session *s, short what)
 	struct session_side *sv = &s->server;
 
 	if (what & EV_TIMEOUT) {
-		if (relay_expired(s, sv))
-			session_end(s, SESSION_END_SERVER_TIMEOUT, 0);
+		if (relay_expired(sv))
+			relay_timed_out(s, sv);
 		return;
 	}
 	if ((what & EV_WRITE) && relay_write(s, sv, &s->client) == -1)

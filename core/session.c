@@ -449,6 +449,8 @@ session_start(struct session_env *env, const struct rt_listener *l,
 	s->t_start = net_now_us();
 	relay_side_init(&s->client, fd, lc->client_timeout_ms);
 	relay_side_init(&s->server, -1, 0);
+	s->client.peer = &s->server;
+	s->server.peer = &s->client;
 	dialog_init(&s->dialog, lc->mode == CFG_MODE_TLS);
 	memcpy(&s->peer, peer, peerlen < sizeof(s->peer) ? peerlen :
 	    sizeof(s->peer));

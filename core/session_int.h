@@ -73,12 +73,15 @@ union session_addr {
 /* One socket of a session. */
 struct session_side {
 	struct event ev;		/* valid while `armed` != 0 */
+	struct session_side *peer;	/* the other socket of the session */
 	struct evbuffer *out;		/* bytes for this socket, or NULL */
 	int64_t active_us;		/* last byte read from it or taken by it */
 	int fd;				/* -1: none */
 	int pipe[2];			/* spliced bytes for it, or -1 */
 	size_t piped;			/* bytes in `pipe` (after `out`) */
 	unsigned timeout_ms;		/* inactivity timeout, 0: none */
+	unsigned outq;			/* its kernel send queue at its last look */
+	unsigned peer_outq;		/* the peer's, at that same look */
 	short armed;			/* events `ev` was added with */
 	bool retime;			/* timeout_ms changed since then */
 	bool eof;			/* read 0: the peer sent its FIN */
@@ -153,7 +156,7 @@ int relay_put(struct session_side *d, const void *p, size_t len)
 int relay_flush(struct session_side *d)
     __attribute__((warn_unused_result));
 int relay_begin(struct session *s, const char *p, size_t n);
-bool relay_expired(struct session *s, struct session_side *d);
+bool relay_expired(struct session_side *d);
 void relay_on_client(struct session *s, short what);
 void relay_on_server(struct session *s, short what);
 int64_t relay_now_us(void);

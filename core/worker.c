@@ -23,6 +23,7 @@
  */
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <dirent.h>
@@ -46,9 +47,6 @@
 #include "core/shm.h"
 #include "core/worker.h"
 
-/* Connections taken per wakeup: bounded so one busy listener cannot
- * starve the sessions already running. */
-#define WORKER_ACCEPT_BATCH	32
 /* Accepting paused after accept(2) ran out of descriptors or memory. */
 #define WORKER_EMFILE_PAUSE_MS	100
 /* While full: how often to look whether clients wait that nobody takes. */
@@ -76,6 +74,8 @@ struct worker {
 	size_t nlistens;
 	int epfd;			/* libevent's epoll set, or -1 */
 	int reserve_fd;			/* closed to refuse one connection */
+	int kick_fd;			/* shared: wakes a listening worker */
+	struct event *kick_ev;
 	unsigned cap;			/* sessions this worker may hold */
 	struct child_events ce;
 	struct event *stop_timer;
@@ -83,6 +83,8 @@ struct worker {
 	struct event *refuse_timer;	/* while full */
 	int64_t warned_us;		/* last descriptor warning */
 	unsigned unwarned;		/* shortages since then */
+	uint64_t accepted;		/* connections taken */
+	uint64_t accept_idle;		/* wake-ups that found none */
 	bool listening;
 	bool full;
 	bool stopping;
@@ -95,7 +97,37 @@ worker_exit_if_idle(struct worker *w)
 		event_base_loopbreak(w->base);
 }
 
-/* Start or stop taking connections from the listening sockets. */
+/* Is a connection waiting on any listening socket? */
+static bool
+worker_queue_waiting(const struct worker *w)
+{
+	struct pollfd pfd[64];
+	size_t n = 0;
+
+	for (size_t i = 0; i < w->nlistens && n < 64; i++) {
+		pfd[n].fd = w->listens[i].bind->fd;
+		pfd[n].events = POLLIN;
+		pfd[n].revents = 0;
+		n++;
+	}
+	return n > 0 && poll(pfd, n, 0) > 0;
+}
+
+void
+worker_kick(int kick_fd)
+{
+	uint64_t one = 1;
+
+	if (kick_fd != -1)
+		(void)!write(kick_fd, &one, sizeof(one));
+}
+
+/*
+ * Start or stop taking connections from the listening sockets. With
+ * exclusive wake-ups a connection wakes one worker only: one that stops
+ * listening may have been that worker for connections still queued, so it
+ * kicks another awake for them.
+ */
 static void
 worker_listen(struct worker *w, bool on)
 {
@@ -121,8 +153,14 @@ worker_listen(struct worker *w, bool on)
 			event_del(wl->ev);
 		}
 	}
+	if (on)
+		event_add(w->kick_ev, NULL);
+	else
+		event_del(w->kick_ev);
 	clients_set_room(on ? CLIENTS_ROOM_YES : w->stopping ?
 	    CLIENTS_ROOM_NONE : CLIENTS_ROOM_FULL);
+	if (!on && worker_queue_waiting(w))
+		worker_kick(w->kick_fd);
 }
 
 /* Out of descriptors or memory: say so now and then, not per connection. */
@@ -230,46 +268,89 @@ worker_on_resume(evutil_socket_t fd, short what, void *arg)
 		worker_listen(w, true);
 }
 
+/*
+ * Take one connection from `wl`: 1 when one was taken (or refused for
+ * want of descriptors), 0 when none waited, -1 when this worker must stop
+ * taking connections for now (at its cap, or paused).
+ */
+static int
+worker_accept_one(struct worker *w, struct worker_listen *wl)
+{
+	struct timeval tv = { 0, WORKER_EMFILE_PAUSE_MS * 1000 };
+	struct sockaddr_storage peer;
+	socklen_t len = sizeof(peer);
+	int fd, err;
+
+	if (w->stopping || !w->listening)
+		return -1;
+	if (w->env.nsessions >= w->cap) {
+		worker_set_full(w, true);
+		return -1;
+	}
+	fd = accept4(wl->bind->fd, (struct sockaddr *)&peer, &len,
+	    SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd == -1) {
+		err = errno;
+		if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR ||
+		    err == ECONNABORTED) {
+			w->accept_idle++;
+			return 0;
+		}
+		if (err != EMFILE && err != ENFILE && err != ENOBUFS &&
+		    err != ENOMEM) {
+			log_warnx("accept on listener %s: %s",
+			    wl->listener->cfg->name, strerror(err));
+			return 0;
+		}
+		/* Short of descriptors though under the cap: answer this
+		 * one through the reserve, then let the other workers take
+		 * the queue for a while. */
+		worker_warn_short(w, wl, err);
+		(void)worker_refuse_one(w, wl, strerror(err));
+		evtimer_add(w->resume_timer, &tv);
+		worker_listen(w, false);
+		return -1;
+	}
+	w->accepted++;
+	session_start(&w->env, wl->listener, wl->bind, fd,
+	    (struct sockaddr *)&peer, len);
+	/* At the cap now: stop listening before sleeping again, so the next
+	 * connection's wake-up goes to a worker that can take it. */
+	if (w->env.nsessions >= w->cap)
+		worker_set_full(w, true);
+	return 1;
+}
+
+/*
+ * The listener is ready: take one connection. One per wake-up, not a loop
+ * until EAGAIN: the common case is one connection, and the second accept4
+ * would fail for nothing; a longer queue keeps the socket ready, so the
+ * next turn of the loop (level-triggered) takes the next one.
+ */
 static void
 worker_on_accept(evutil_socket_t unused, short what, void *arg)
 {
 	struct worker_listen *wl = arg;
-	struct worker *w = wl->w;
-	struct timeval tv = { 0, WORKER_EMFILE_PAUSE_MS * 1000 };
-	struct sockaddr_storage peer;
-	socklen_t len;
-	int fd, err;
 
-	for (int i = 0; i < WORKER_ACCEPT_BATCH && !w->stopping; i++) {
-		if (w->env.nsessions >= w->cap) {
-			worker_set_full(w, true);
+	(void)worker_accept_one(wl->w, wl);
+}
+
+/* Another worker stopped listening with connections queued: take them
+ * all (this worker's own wake-ups for them never came). */
+static void
+worker_on_kick(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	uint64_t v;
+
+	(void)!read(fd, &v, sizeof(v));
+	for (size_t i = 0; i < w->nlistens; i++) {
+		int rc;
+
+		while ((rc = worker_accept_one(w, &w->listens[i])) == 1)
+			;
+		if (rc == -1)
 			return;
-		}
-		len = sizeof(peer);
-		fd = accept4(wl->bind->fd, (struct sockaddr *)&peer, &len,
-		    SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd == -1) {
-			err = errno;
-			if (err == EAGAIN || err == EWOULDBLOCK ||
-			    err == EINTR || err == ECONNABORTED)
-				return;
-			if (err != EMFILE && err != ENFILE && err != ENOBUFS &&
-			    err != ENOMEM) {
-				log_warnx("accept on listener %s: %s",
-				    wl->listener->cfg->name, strerror(err));
-				return;
-			}
-			/* Short of descriptors though under the cap: answer
-			 * this one through the reserve, then let the other
-			 * workers take the queue for a while. */
-			worker_warn_short(w, wl, err);
-			(void)worker_refuse_one(w, wl, strerror(err));
-			worker_listen(w, false);
-			evtimer_add(w->resume_timer, &tv);
-			return;
-		}
-		session_start(&w->env, wl->listener, wl->bind, fd,
-		    (struct sockaddr *)&peer, len);
 	}
 }
 
@@ -316,7 +397,7 @@ static void
 worker_watch(struct worker *w, int epfd)
 {
 	bool exclusive = epfd != -1 &&
-	    strcmp(event_base_get_method(w->base), "epoll") == 0;
+	    strncmp(event_base_get_method(w->base), "epoll", 5) == 0;
 
 	w->epfd = exclusive ? epfd : -1;
 	for (size_t i = 0; i < w->nlistens; i++) {
@@ -385,7 +466,8 @@ worker_stop(void *arg)
 }
 
 void
-worker_main(const struct runtime *rt, unsigned slot, int parent_fd)
+worker_main(const struct runtime *rt, unsigned slot, int parent_fd,
+    int kick_fd)
 {
 	struct worker w;
 	size_t n = 0;
@@ -431,6 +513,11 @@ worker_main(const struct runtime *rt, unsigned slot, int parent_fd)
 	}
 	w.cap = fdplan_worker_sessions(fdplan_limit(false), w.nlistens);
 	w.reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	w.kick_fd = kick_fd;
+	w.kick_ev = event_new(w.base, kick_fd, EV_READ | EV_PERSIST,
+	    worker_on_kick, &w);
+	if (w.kick_ev == NULL)
+		fatalx("worker: cannot watch the kick descriptor");
 	w.stop_timer = evtimer_new(w.base, worker_on_stop_timeout, &w);
 	w.resume_timer = evtimer_new(w.base, worker_on_resume, &w);
 	w.refuse_timer = evtimer_new(w.base, worker_on_refuse_tick, &w);
@@ -444,6 +531,9 @@ worker_main(const struct runtime *rt, unsigned slot, int parent_fd)
 	log_debug("worker %u started (generation %u), up to %u sessions",
 	    slot, rt->generation, w.cap);
 	event_base_dispatch(w.base);
+	log_debug("worker %u: %llu connection(s) accepted, %llu wake-up(s) "
+	    "found none", slot, (unsigned long long)w.accepted,
+	    (unsigned long long)w.accept_idle);
 
 	for (size_t i = 0; i < w.nlistens; i++) {
 		if (w.listens[i].ev != NULL)
@@ -459,6 +549,7 @@ worker_main(const struct runtime *rt, unsigned slot, int parent_fd)
 	event_free(w.stop_timer);
 	event_free(w.resume_timer);
 	event_free(w.refuse_timer);
+	event_free(w.kick_ev);
 	child_events_free(&w.ce);
 	for (size_t i = 0; i < rt->npools; i++)
 		bal_pool_free(w.env.bal[i]);

@@ -342,7 +342,8 @@ class Smtpfront:
     """smtpfront -c <temp>/smtpfront.yaml in the foreground, its own process
     group; stderr and stdout lines collected."""
 
-    def __init__(self, config, args=(), binary=None, env=None):
+    def __init__(self, config, args=(), binary=None, env=None,
+                 preexec_fn=None):
         binary = binary or SMTPFRONT_BIN
         if not binary or not os.access(binary, os.X_OK):
             raise HarnessError('smtpfront binary not found (%r); set '
@@ -359,7 +360,8 @@ class Smtpfront:
         self.proc = subprocess.Popen(
             [binary, '-c', self.config_path] + list(args),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, env=env)
+            stderr=subprocess.PIPE, start_new_session=True, env=env,
+            preexec_fn=preexec_fn)
         self.pid = self.proc.pid
         self._err = _LineCollector(self.proc.stderr, 'smtpfront',
                                    self._on_line)

@@ -314,13 +314,10 @@ dialog_server_line(struct dialog *d)
 	const char *l = d->sline;
 	int code;
 
-	while (len > 0 && (l[len - 1] == '\n' || l[len - 1] == '\r'))
+	/* The line end went in as blanks. */
+	while (len > 0 && l[len - 1] == ' ' && d->sline_len <= DIALOG_REPLY_MAX)
 		len--;
-	memcpy(d->last_reply, l, len);
-	d->last_reply[len] = '\0';
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)d->last_reply[i] < 0x20)
-			d->last_reply[i] = ' ';
+	d->sline[len] = '\0';
 	d->sline_len = 0;
 	if (len < 3 || !isdigit((unsigned char)l[0]) ||
 	    !isdigit((unsigned char)l[1]) || !isdigit((unsigned char)l[2]))
@@ -335,7 +332,7 @@ void
 dialog_server(struct dialog *d, const char *p, size_t n)
 {
 	const char *lf;
-	size_t take;
+	size_t take, keep;
 
 	if (d->cstate == DIALOG_C_OPAQUE)
 		return;
@@ -343,10 +340,15 @@ dialog_server(struct dialog *d, const char *p, size_t n)
 		lf = memchr(p, '\n', n);
 		take = lf != NULL ? (size_t)(lf - p) + 1 : n;
 		if (d->sline_len < DIALOG_REPLY_MAX) {
-			size_t room = DIALOG_REPLY_MAX - d->sline_len;
-
-			memcpy(d->sline + d->sline_len, p,
-			    take < room ? take : room);
+			keep = DIALOG_REPLY_MAX - d->sline_len;
+			if (keep > take)
+				keep = take;
+			/* Kept for log lines: control bytes (and the CR LF)
+			 * become blanks. */
+			for (size_t i = 0; i < keep; i++)
+				d->sline[d->sline_len + i] =
+				    (unsigned char)p[i] < 0x20 ? ' ' : p[i];
+			d->sline[d->sline_len + keep] = '\0';
 		}
 		d->sline_len += take;
 		if (lf != NULL)
@@ -410,5 +412,5 @@ dialog_server_at_line_start(const struct dialog *d)
 const char *
 dialog_last_reply(const struct dialog *d)
 {
-	return d->last_reply;
+	return d->sline;
 }

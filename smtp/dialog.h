@@ -17,8 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DIALOG_PENDING_MAX	128	/* commands remembered in flight */
-#define DIALOG_REPLY_MAX	200	/* text kept of the last reply line */
+#define DIALOG_PENDING_MAX	32	/* commands remembered in flight */
+#define DIALOG_REPLY_MAX	120	/* text kept of the last reply line */
 #define DIALOG_VERB_MAX		16	/* bytes of a command line looked at */
 
 enum dialog_client_state {
@@ -47,8 +47,8 @@ struct dialog {
 	bool goodbye;			/* a final 221 was relayed */
 	/* server -> client */
 	size_t sline_len;		/* bytes of the reply line so far */
-	char sline[DIALOG_REPLY_MAX + 1];
-	char last_reply[DIALOG_REPLY_MAX + 1];	/* last complete line, "" */
+	char sline[DIALOG_REPLY_MAX + 1];	/* the newest line, whole or
+					 * not yet: what the server said last */
 };
 
 /* A fresh dialog: the greeting is the first reply expected. `opaque` for
@@ -80,7 +80,8 @@ bool dialog_quiet(const struct dialog *d);
 bool dialog_in_message(const struct dialog *d);
 /* The server's output stands at the start of a line (nothing half sent). */
 bool dialog_server_at_line_start(const struct dialog *d);
-/* The last complete reply line the server sent ("" when none). */
+/* The newest reply line from the server, its start if it is not whole
+ * yet ("" when none); control bytes blanked, at most DIALOG_REPLY_MAX. */
 const char *dialog_last_reply(const struct dialog *d);
 
 #endif

@@ -343,7 +343,7 @@ class Smtpfront:
     group; stderr and stdout lines collected."""
 
     def __init__(self, config, args=(), binary=None, env=None,
-                 preexec_fn=None):
+                 preexec_fn=None, wrapper=()):
         binary = binary or SMTPFRONT_BIN
         if not binary or not os.access(binary, os.X_OK):
             raise HarnessError('smtpfront binary not found (%r); set '
@@ -358,7 +358,7 @@ class Smtpfront:
         self.control_socket = os.path.join(self.dir, 'control.sock')
         self._session_lines = []
         self.proc = subprocess.Popen(
-            [binary, '-c', self.config_path] + list(args),
+            list(wrapper) + [binary, '-c', self.config_path] + list(args),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True, env=env,
             preexec_fn=preexec_fn)

@@ -117,7 +117,11 @@ gate_connect_done(struct session *s, bool eager)
 	ssize_t w;
 	int n = 0, err = 0;
 
-	if (pc->proxy == CFG_PROXY_V1)
+	/* An upstream LOCAL header (or one Postfix could not take) left the
+	 * real endpoints in peer/local: v2 says LOCAL, v1 sends those. */
+	if (pc->proxy == CFG_PROXY_V2 && s->proxy_local)
+		n = proxy_v2_encode_local(hdr, sizeof(hdr));
+	else if (pc->proxy == CFG_PROXY_V1)
 		n = proxy_v1_encode((char *)hdr, sizeof(hdr), &s->peer.sa,
 		    &s->local.sa);
 	else if (pc->proxy == CFG_PROXY_V2)

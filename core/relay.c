@@ -242,6 +242,8 @@ relay_want(const struct session *s, const struct session_side *d)
 	bool client = d == &s->client;
 
 	switch (s->state) {
+	case SESSION_HEADER:
+		return client ? rd : 0;
 	case SESSION_CONNECTING:
 	case SESSION_GATE:
 		if (client)	/* holding early bytes, up to the limit */
@@ -696,6 +698,9 @@ relay_cb_client(evutil_socket_t fd, short what, void *arg)
 	struct session *s = arg;
 
 	switch (s->state) {
+	case SESSION_HEADER:
+		upstream_on_client(s, what);
+		return;
 	case SESSION_CONNECTING:
 	case SESSION_GATE:
 		gate_on_client(s, what);
@@ -715,6 +720,8 @@ relay_cb_server(evutil_socket_t fd, short what, void *arg)
 	struct session *s = arg;
 
 	switch (s->state) {
+	case SESSION_HEADER:
+		return;		/* no server yet */
 	case SESSION_CONNECTING:
 	case SESSION_GATE:
 		gate_on_server(s, what);

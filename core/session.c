@@ -4,8 +4,9 @@
  * max_connections and the per-client limit), the refusals a session ends
  * with (a 421, then a FIN after the client's input is drained), and the
  * single verdict on how a session ended (session_verdict) with its log
- * line. The gate (gate.c) and the relay (relay.c) report what happened
- * through session_side_gone() and session_end(); neither decides a result.
+ * line. The upstream header reader (upstream.c), the gate (gate.c) and the
+ * relay (relay.c) report what happened through session_side_gone() and
+ * session_end(); none of them decides a result.
  */
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -26,6 +27,9 @@
 
 /* last_error keeps at most this much (several failed attempts). */
 #define SESSION_ERROR_MAX	900
+/* Rejection lines (bad or untrusted upstream headers) a worker logs per
+ * second; the rest are counted and reported in one line. */
+#define SESSION_REJECTS_PER_S	10
 
 TAILQ_HEAD(session_list, session);
 static struct session_list sessions = TAILQ_HEAD_INITIALIZER(sessions);
@@ -63,6 +67,57 @@ session_add_error(struct session *s, const char *fmt, ...)
 	s->last_error = e;
 }
 
+/* The end of a second in which rejection lines were left out. */
+static void
+session_on_rejects_report(evutil_socket_t fd, short what, void *arg)
+{
+	struct session_rejects *r = &((struct session_env *)arg)->rejects;
+
+	/* That second is over: the next rejection opens the next one
+	 * (libevent's clock may run a little ahead of ours). */
+	r->report_armed = false;
+	r->window_us = 0;
+	r->logged = 0;
+	if (r->dropped == 0)
+		return;
+	log_info("session: %u more rejected PROXY connection(s) not logged "
+	    "(at most %d lines a second per worker)", r->dropped,
+	    SESSION_REJECTS_PER_S);
+	r->dropped = 0;
+}
+
+/*
+ * May one more rejection line be logged? At most SESSION_REJECTS_PER_S in
+ * a second; those left out are reported in one line when that second
+ * ends, so a flood costs at most 11 lines a second per worker.
+ */
+static bool
+session_reject_loggable(struct session_env *env)
+{
+	struct session_rejects *r = &env->rejects;
+	int64_t now = net_now_us(), left;
+	struct timeval tv;
+
+	if (now - r->window_us >= 1000000) {
+		r->window_us = now;
+		r->logged = 0;
+	}
+	if (r->logged < SESSION_REJECTS_PER_S) {
+		r->logged++;
+		return true;
+	}
+	r->dropped++;
+	if (!r->report_armed) {
+		left = 1000000 - (now - r->window_us);
+		tv.tv_sec = left / 1000000;
+		tv.tv_usec = left % 1000000;
+		if (event_base_once(env->base, -1, EV_TIMEOUT,
+		    session_on_rejects_report, env, &tv) == 0)
+			r->report_armed = true;
+	}
+	return false;
+}
+
 static void
 session_log(struct session *s)
 {
@@ -74,6 +129,10 @@ session_log(struct session *s)
 		return;
 	s->logged = true;
 	if (!log_enabled(CFG_LOG_INFO))
+		return;
+	if (s->result != NULL && (strcmp(s->result, "bad-proxy-header") == 0 ||
+	    strcmp(s->result, "untrusted-proxy") == 0) &&
+	    !session_reject_loggable(s->env))
 		return;
 	net_addr_fmt(&s->peer.sa, client, sizeof(client));
 	if (s->server_idx >= 0) {
@@ -91,15 +150,21 @@ session_log(struct session *s)
 			    (unsigned char)*p < 0x20)
 				*p = '\'';
 	}
-	log_info("session client=%s listener=%s server=%s backend=%s proxy=%s "
-	    "attempts=%u connect_ms=%.1f duration_ms=%.0f bytes_in=%llu "
-	    "bytes_out=%llu result=%s%s%s%s", client, s->listener->cfg->name,
-	    server, backend, cfg_proxy_names[s->pool->cfg->proxy],
+	/* The dump is escaped already (proxy_escape: \\, \" and \xNN). */
+	log_info("session client=%s listener=%s server=%s backend=%s proxy=%s"
+	    "%s%s attempts=%u connect_ms=%.1f duration_ms=%.0f bytes_in=%llu "
+	    "bytes_out=%llu result=%s%s%s%s%s%s", client,
+	    s->listener->cfg->name, server, backend,
+	    cfg_proxy_names[s->pool->cfg->proxy],
+	    s->proxy_in != 0 ? " proxy_in=" : "",
+	    s->proxy_in == 1 ? "v1" : s->proxy_in == 2 ? "v2" : "",
 	    s->attempts, (double)s->connect_ms,
 	    (double)(net_now_us() - s->t_start) / 1000.0,
 	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
 	    s->result, s->last_error != NULL ? " last_error=\"" : "",
 	    s->last_error != NULL ? s->last_error : "",
+	    s->last_error != NULL && s->dump != NULL ? "; first bytes: " : "",
+	    s->last_error != NULL && s->dump != NULL ? s->dump : "",
 	    s->last_error != NULL ? "\"" : "");
 }
 
@@ -133,10 +198,12 @@ session_free(struct session *s)
 	relay_side_close(&s->client);
 	if (s->hold != NULL)
 		evbuffer_free(s->hold);
+	free(s->hdr);
 	session_log(s);
 	TAILQ_REMOVE(&sessions, s, entry);
 	free(s->tried_big);
 	free(s->last_error);
+	free(s->dump);
 	free(s);
 	env->nsessions--;
 	if (env->on_close != NULL)
@@ -189,8 +256,25 @@ session_verdict(struct session *s, enum session_cause cause, int err)
 		/* Some server took the connection but never greeted it
 		 * properly: that is worth telling apart from none at all. */
 		return s->gate_failures > 0 ? "greeting-failed" : "no-backend";
+	case SESSION_END_BAD_PROXY:
+		/* The reader added the class and what was wrong. */
+		return "bad-proxy-header";
+	case SESSION_END_UNTRUSTED:
+		session_add_error(s, "untrusted source");
+		return "untrusted-proxy";
 	default:
 		break;
+	}
+	if (s->state == SESSION_HEADER) {
+		/* Gone without a byte of a header (a balancer's TCP check
+		 * does that): nothing was malformed. */
+		if (err != 0)
+			session_add_error(s, "client: %s before the PROXY "
+			    "header", strerror(err));
+		else
+			session_add_error(s, "client closed before the PROXY "
+			    "header");
+		return "client-closed";
 	}
 	if (s->state < SESSION_RELAY) {
 		/* Nothing was relayed: the client left or idled at the gate. */
@@ -391,9 +475,13 @@ session_client_key(const struct session *s, struct clients_key *k)
 	k->listener = (uint16_t)s->listener->slot;
 }
 
-/* Admission: the listener's max_connections, then the client network's
- * max_connections_per_client. Returns -1 when the session was refused. */
-static int
+/*
+ * Admission: the listener's max_connections, then the client network's
+ * max_connections_per_client. Returns -1 when the session was refused.
+ * Behind accept_proxy it runs once the header named the client; the
+ * session counted against its listener from accept on.
+ */
+int
 session_admit(struct session *s)
 {
 	const struct cfg_listener *lc = s->listener->cfg;
@@ -401,8 +489,12 @@ session_admit(struct session *s)
 	uint32_t active;
 
 	active = shm_listener_active(s->listener->slot);
-	shm_listener_add(s->listener->slot, +1);
-	s->listener_counted = true;
+	if (s->listener_counted) {
+		active = active > 0 ? active - 1 : 0;	/* not itself */
+	} else {
+		shm_listener_add(s->listener->slot, +1);
+		s->listener_counted = true;
+	}
 	if (active >= lc->max_connections) {
 		session_end(s, SESSION_END_OVERLOAD, 0);
 		return -1;
@@ -472,6 +564,10 @@ session_start(struct session_env *env, const struct rt_listener *l,
 	}
 	TAILQ_INSERT_TAIL(&sessions, s, entry);
 	env->nsessions++;
+	if (lc->accept_proxy) {
+		upstream_start(s);
+		return;
+	}
 	if (session_admit(s) == -1)
 		return;
 	s->state = SESSION_CONNECTING;

@@ -10,6 +10,9 @@
 
 #include <sys/socket.h>
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include <event2/event.h>
 
 #include "balancer/balancer.h"
@@ -21,6 +24,18 @@
 
 struct session;
 
+/*
+ * Rejections of upstream PROXY headers (bad or untrusted) logged in the
+ * current second, and those left out: a flood must not flood the log.
+ * Kept per worker in its session_env (zeroed by the worker).
+ */
+struct session_rejects {
+	int64_t window_us;		/* start of the current second */
+	unsigned logged;		/* lines logged in it */
+	unsigned dropped;		/* lines left out, not reported yet */
+	bool report_armed;		/* a timer will report `dropped` */
+};
+
 /* What a worker gives its sessions. */
 struct session_env {
 	struct event_base *base;
@@ -29,6 +44,7 @@ struct session_env {
 	void (*on_close)(void *arg);	/* called after a session is freed */
 	void *arg;
 	unsigned nsessions;		/* open, including those lingering */
+	struct session_rejects rejects;
 };
 
 /* Take ownership of an accepted socket. */

@@ -2,9 +2,10 @@
 /*
  * The inside of a session, shared by the files that make one up and by
  * nobody else: session.c (lifecycle, limits, the verdict and the log
- * line), gate.c (server choice, connect, PROXY header, greeting gate),
- * relay.c (the two sockets: I/O, backpressure, half-close, inactivity) and
- * pipepool.c (pipes for splice). Ownership: the session owns both sockets,
+ * line), upstream.c (the PROXY header an upstream balancer sends first,
+ * on accept_proxy listeners), gate.c (server choice, connect, PROXY
+ * header, greeting gate), relay.c (the two sockets: I/O, backpressure,
+ * half-close, inactivity) and pipepool.c (pipes for splice). Ownership: the session owns both sockets,
  * whatever is queued or piped for them, and its last_error; only
  * session_free() frees it, and a function that ended the session returns
  * -1 (or nothing) and its caller returns at once.
@@ -39,6 +40,7 @@
 #define SESSION_PIPES_MAX	(SESSION_PIPE_FDS / 2)
 
 enum session_state {
+	SESSION_HEADER,		/* accept_proxy: reading the upstream header */
 	SESSION_CONNECTING,	/* an attempt in flight, client bytes held */
 	SESSION_GATE,		/* header sent, waiting for the first line */
 	SESSION_RELAY,		/* bytes both ways */
@@ -56,6 +58,8 @@ enum session_cause {
 	SESSION_END_OVERLOAD,		/* max_connections or no descriptor */
 	SESSION_END_CLIENT_LIMIT,	/* max_connections_per_client */
 	SESSION_END_SHUTDOWN,		/* shutdown_timeout expired */
+	SESSION_END_BAD_PROXY,		/* upstream header malformed or late */
+	SESSION_END_UNTRUSTED,		/* accept_proxy, source not trusted */
 };
 
 enum session_who {
@@ -98,7 +102,9 @@ struct session {
 	struct session_side client;
 	struct session_side server;
 	struct evbuffer *hold;		/* early client bytes (gate) */
+	uint8_t *hdr;			/* upstream header so far (HEADER only) */
 	char *last_error;		/* NULL when none */
+	char *dump;			/* escaped first bytes of a bad header */
 	const char *result;		/* NULL until decided */
 	bool *tried_big;		/* pools beyond SESSION_TRIED_BITS */
 	uint64_t tried;			/* servers attempted, a bit each */
@@ -113,6 +119,9 @@ struct session {
 	int server_idx;			/* within the pool; -1 = none yet */
 	unsigned short attempts;
 	unsigned short gate_failures;	/* attempts connected but not greeted */
+	unsigned short hdr_len;		/* bytes in `hdr` */
+	unsigned char proxy_in;		/* upstream header read: 1 or 2, 0: none */
+	bool proxy_local;		/* ... carried no usable client (LOCAL) */
 	unsigned char state;		/* enum session_state */
 	unsigned char first_gone;	/* enum session_who: who left first */
 	bool first_clean;		/* ... and did it with a FIN */
@@ -135,6 +144,17 @@ void session_side_gone(struct session *s, struct session_side *d, int err);
 void session_on_closing(struct session *s, short what);
 void session_client_key(const struct session *s, struct clients_key *k);
 unsigned session_server_slot(const struct session *s);
+/* Admission after the upstream header; -1 when the session was refused. */
+int session_admit(struct session *s) __attribute__((warn_unused_result));
+
+/* upstream.c */
+/* Is `sa` inside one of the listener's trusted_proxies? */
+bool upstream_trusted(const struct cfg_listener *lc,
+    const struct sockaddr *sa);
+/* A new session on an accept_proxy listener: check the source, then read
+ * the header (SESSION_HEADER) before anything is connected or said. */
+void upstream_start(struct session *s);
+void upstream_on_client(struct session *s, short what);
 
 /* gate.c */
 void gate_try_next(struct session *s);

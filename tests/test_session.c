@@ -5,8 +5,11 @@
  * the test, and the session's own log line read back for its result=.
  * One test per way a session can end (SPEC.md "Session log"), plus the
  * inactivity rules (a slow upload or a slow reader is activity) and the
- * 421s a client is told. Bounded by timeouts, never by sleeps: the test
- * spins the event loop until what it waits for has happened.
+ * 421s a client is told; and the upstream PROXY header of accept_proxy
+ * listeners (split reads, bytes after it, LOCAL, untrusted sources,
+ * timeouts, malformed headers, the rate limit on their log lines).
+ * Bounded by timeouts, never by sleeps: the test spins the event loop
+ * until what it waits for has happened.
  */
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -33,7 +36,10 @@
 #include "core/log.h"
 #include "core/runtime.h"
 #include "core/session.h"
+#include "core/session_int.h"
 #include "core/shm.h"
+#include "smtp/crc32c.h"
+#include "smtp/proxy.h"
 
 #define WAIT_MS		5000
 
@@ -803,6 +809,709 @@ START_TEST(test_max_connections_overload)
 }
 END_TEST
 
+/* ----------------------------------------------------------- upstream */
+
+#define TRUSTED_LOOPBACK	"    accept_proxy: true\n" \
+				"    trusted_proxies: [127.0.0.0/8, \"::1/128\"]\n"
+
+static void
+setup_upstream(void)
+{
+	setup_with(TRUSTED_LOOPBACK "    proxy_timeout: 2s\n"
+	    "    client_timeout: 2s\n", "    server_timeout: 2s\n");
+}
+
+static void
+setup_upstream_fast(void)
+{
+	setup_with(TRUSTED_LOOPBACK "    proxy_timeout: 300ms\n", "");
+}
+
+static void
+setup_upstream_v1(void)
+{
+	setup_with(TRUSTED_LOOPBACK, "    proxy_protocol: v1\n");
+}
+
+static void
+setup_upstream_untrusted(void)
+{
+	setup_with("    accept_proxy: true\n"
+	    "    trusted_proxies: [192.0.2.0/24, \"2001:db8::/32\"]\n", "");
+}
+
+static void
+setup_upstream_per_client(void)
+{
+	setup_with(TRUSTED_LOOPBACK "    max_connections_per_client: 1\n",
+	    "    source_prefix: {ipv4: 24, ipv6: 64}\n");
+}
+
+static void
+setup_upstream_tls(void)
+{
+	setup_with(TRUSTED_LOOPBACK "    mode: tls\n", "");
+}
+
+static void
+sa_set(struct sockaddr_storage *ss, const char *ip, unsigned port)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (strchr(ip, ':') != NULL) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+		s6->sin6_family = AF_INET6;
+		ck_assert_int_eq(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
+		s6->sin6_port = htons((unsigned short)port);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+
+		s4->sin_family = AF_INET;
+		ck_assert_int_eq(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
+		s4->sin_port = htons((unsigned short)port);
+	}
+}
+
+/* A v2 PROXY header for src:sport -> dst:dport; returns its length. */
+static size_t
+v2_header(uint8_t *buf, const char *src, unsigned sport, const char *dst,
+    unsigned dport)
+{
+	struct sockaddr_storage a, b;
+	int n;
+
+	sa_set(&a, src, sport);
+	sa_set(&b, dst, dport);
+	n = proxy_v2_encode(buf, PROXY_HEADER_MAX, (struct sockaddr *)&a,
+	    (struct sockaddr *)&b);
+	ck_assert_int_gt(n, 0);
+	return (size_t)n;
+}
+
+static void
+say_bytes(int fd, const void *p, size_t n)
+{
+	ck_assert_int_eq(send(fd, p, n, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+struct hdr_wait {
+	int fd;
+	struct proxy_info info;
+	enum proxy_result r;
+};
+
+static bool
+hdr_decodable(void *arg)
+{
+	struct hdr_wait *w = arg;
+	uint8_t buf[PROXY_HEADER_MAX];
+	ssize_t n;
+
+	if (w->fd == -1 && (w->fd = accept4(be_listen, NULL, NULL, 0)) == -1)
+		return false;
+	n = recv(w->fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+	if (n <= 0)
+		return n == 0;
+	w->r = proxy_decode(buf, (size_t)n, &w->info);
+	return w->r != PROXY_NEED_MORE;
+}
+
+/* The session's backend connection and the PROXY header it got (any
+ * version), consumed. */
+static int
+backend_accept_info(struct proxy_info *info)
+{
+	struct hdr_wait w = { .fd = -1, .r = PROXY_NEED_MORE };
+	char skip[PROXY_HEADER_MAX];
+
+	ck_assert_msg(spin(hdr_decodable, &w, WAIT_MS), "no backend "
+	    "connection with a PROXY header; log: %s", logbuf);
+	ck_assert_msg(w.r == PROXY_OK, "backend got a bad header: %s",
+	    proxy_result_names[w.r]);
+	ck_assert_int_eq(recv(w.fd, skip, w.info.header_len, MSG_WAITALL),
+	    (ssize_t)w.info.header_len);
+	*info = w.info;
+	return w.fd;
+}
+
+static void
+assert_sa(const struct sockaddr_storage *ss, const char *ip, unsigned port)
+{
+	char text[INET6_ADDRSTRLEN] = "?";
+	unsigned got = 0;
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+
+		inet_ntop(AF_INET, &s4->sin_addr, text, sizeof(text));
+		got = ntohs(s4->sin_port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+
+		inet_ntop(AF_INET6, &s6->sin6_addr, text, sizeof(text));
+		got = ntohs(s6->sin6_port);
+	}
+	ck_assert_str_eq(text, ip);
+	if (port != 0)
+		ck_assert_uint_eq(got, port);
+}
+
+/* A client that wrote `first` before smtpfront accepted it (so those bytes
+ * are readable at accept), handed to a new session. */
+static int
+client_connect_with(const char *src, const void *first, size_t len)
+{
+	struct sockaddr_in sin, peer;
+	socklen_t plen = sizeof(peer);
+	int port, l = listen_any(&port), c, a, on = 1;
+	struct pollfd pfd;
+
+	c = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	inet_pton(AF_INET, src, &sin.sin_addr);
+	ck_assert_int_eq(bind(c, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_port = htons((unsigned short)port);
+	ck_assert_int_eq(connect(c, (struct sockaddr *)&sin, sizeof(sin)),
+	    0);
+	setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	if (len > 0)
+		say_bytes(c, first, len);
+	do
+		a = accept4(l, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK);
+	while (a == -1 && errno == EAGAIN);
+	ck_assert_int_ge(a, 0);
+	if (len > 0) {
+		/* Loopback delivers at once; wait for it all the same. */
+		pfd.fd = a;
+		pfd.events = POLLIN;
+		ck_assert_int_eq(poll(&pfd, 1, WAIT_MS), 1);
+	}
+	close(l);
+	session_start(&env, &listener, &bind0, a, (struct sockaddr *)&peer,
+	    plen);
+	return c;
+}
+
+/* No connection ever reached the backend. */
+static void
+assert_backend_untouched(void)
+{
+	int fd = accept4(be_listen, NULL, NULL, SOCK_NONBLOCK);
+
+	ck_assert_msg(fd == -1, "the backend was connected");
+}
+
+/* The client saw nothing but the end of the connection. */
+static void
+assert_silent_close(int c)
+{
+	const char *got = expect(c, NULL);
+
+	ck_assert_msg(got[0] == '\0', "the client was told \"%s\"", got);
+}
+
+START_TEST(test_upstream_v2_is_the_client)
+{
+	uint8_t hdr[PROXY_HEADER_MAX];
+	size_t n = v2_header(hdr, "203.0.113.7", 51234, "192.0.2.1", 25);
+	struct proxy_info info;
+	int c = client_connect("127.0.0.9"), b;
+
+	/* The balancer writes its header and then waits for a greeting. */
+	say_bytes(c, hdr, n);
+	b = backend_accept_info(&info);
+	ck_assert_int_eq(info.version, 2);
+	ck_assert_int_eq(info.command, PROXY_CMD_PROXY);
+	assert_sa(&info.src, "203.0.113.7", 51234);
+	assert_sa(&info.dst, "192.0.2.1", 25);
+	say(b, "220 be ESMTP\r\n");
+	expect(c, "220 be");
+	say(c, "QUIT\r\n");
+	expect(b, "QUIT\r\n");
+	say(b, "221 2.0.0 Bye\r\n");
+	close(b);
+	expect(c, NULL);
+	close(c);
+	ck_assert_str_eq(result_after_end(), "ok");
+	ck_assert_str_eq(logged("client"), "[203.0.113.7]:51234");
+	ck_assert_str_eq(logged("proxy"), "v2");
+	ck_assert_str_eq(logged("proxy_in"), "v2");
+	ck_assert_str_eq(logged("bytes_in"), "6");
+	/* proxy_in= comes right after proxy= */
+	ck_assert_ptr_nonnull(strstr(logbuf, " proxy=v2 proxy_in=v2 "));
+}
+END_TEST
+
+/* A v1 TCP6 header, then the client's first command in the same write:
+ * the command waits for the greeting and is never lost. */
+START_TEST(test_upstream_v1_ipv6_and_bytes_after)
+{
+	static const char in[] = "PROXY TCP6 2001:db8::7 2001:db8::25 "
+	    "40000 25\r\nEHLO early\r\n";
+	struct proxy_info info;
+	int c = client_connect("127.0.0.9"), b;
+
+	say(c, in);
+	b = backend_accept_info(&info);
+	ck_assert_int_eq(info.version, 2);	/* the pool's, not the input's */
+	assert_sa(&info.src, "2001:db8::7", 40000);
+	assert_sa(&info.dst, "2001:db8::25", 25);
+	say(b, "220 be ESMTP\r\n");
+	expect(c, "220 be");
+	expect(b, "EHLO early\r\n");
+	say(b, "250 be\r\n");
+	expect(c, "250 be");
+	close(c);
+	expect(b, NULL);
+	close(b);
+	ck_assert_str_eq(result_after_end(), "ok");
+	ck_assert_str_eq(logged("client"), "[2001:db8::7]:40000");
+	ck_assert_str_eq(logged("proxy_in"), "v1");
+	ck_assert_str_eq(logged("bytes_in"), "12");
+}
+END_TEST
+
+/*
+ * Every split of a v1 and of a v2 header (with a CRC32C TLV) followed by
+ * client bytes: sent as two writes at each byte boundary, and once a byte
+ * at a time. The backend gets the client's address and every byte after.
+ */
+static void
+upstream_split(const uint8_t *in, size_t len, size_t cut, bool bytewise,
+    const char *ip, unsigned port)
+{
+	struct proxy_info info;
+	char want[64];
+	int c = client_connect("127.0.0.9"), b;
+
+	if (bytewise) {
+		for (size_t i = 0; i < len; i++) {
+			say_bytes(c, in + i, 1);
+			spin(NULL, NULL, 1);
+		}
+	} else {
+		say_bytes(c, in, cut);
+		spin(NULL, NULL, 1);
+		say_bytes(c, in + cut, len - cut);
+	}
+	b = backend_accept_info(&info);
+	assert_sa(&info.src, ip, port);
+	say(b, "220 be\r\n");
+	expect(b, "NOOP\r\n");
+	say(b, "250 ok\r\n");
+	expect(c, "220 be\r\n250 ok\r\n");
+	close(c);
+	expect(b, NULL);
+	close(b);
+	ck_assert_str_eq(result_after_end(), "ok");
+	snprintf(want, sizeof(want), "[%s]:%u", ip, port);
+	ck_assert_str_eq(logged("client"), want);
+	ck_assert_str_eq(logged("bytes_in"), "6");
+	loglen = 0;
+	logbuf[0] = '\0';
+}
+
+START_TEST(test_upstream_split_reads)
+{
+	static const char v1[] = "PROXY TCP4 198.51.100.9 192.0.2.1 1025 25"
+	    "\r\nNOOP\r\n";
+	/* v2 TCP4 with a CRC32C TLV (crc of the whole header with the
+	 * field zeroed: computed below), then client bytes. */
+	uint8_t v2[PROXY_HEADER_MAX + 8];
+	size_t n = v2_header(v2, "198.51.100.10", 1026, "192.0.2.1", 25);
+	uint32_t crc;
+
+	v2[15] = (uint8_t)(v2[15] + 7);		/* len += one 7-byte TLV */
+	memcpy(v2 + n, "\x03\x00\x04\0\0\0\0", 7);
+	crc = crc32c_update(0, v2, n + 7);
+	v2[n + 3] = (uint8_t)(crc >> 24);
+	v2[n + 4] = (uint8_t)(crc >> 16);
+	v2[n + 5] = (uint8_t)(crc >> 8);
+	v2[n + 6] = (uint8_t)crc;
+	memcpy(v2 + n + 7, "NOOP\r\n", 6);
+	n += 13;
+
+	for (size_t cut = 1; cut < sizeof(v1) - 1; cut++)
+		upstream_split((const uint8_t *)v1, sizeof(v1) - 1, cut, false,
+		    "198.51.100.9", 1025);
+	for (size_t cut = 1; cut < n; cut++)
+		upstream_split(v2, n, cut, false, "198.51.100.10", 1026);
+	upstream_split((const uint8_t *)v1, sizeof(v1) - 1, 0, true,
+	    "198.51.100.9", 1025);
+	upstream_split(v2, n, 0, true, "198.51.100.10", 1026);
+}
+END_TEST
+
+/* v2 LOCAL (a balancer's own check) and v1 UNKNOWN carry no client: the
+ * real endpoints stay, and a v2 pool says LOCAL. */
+START_TEST(test_upstream_local_passes_local)
+{
+	uint8_t local[16];
+	struct proxy_info info;
+	char want[64];
+	int c, b;
+	struct sockaddr_in me;
+	socklen_t len = sizeof(me);
+
+	ck_assert_int_eq(proxy_v2_encode_local(local, sizeof(local)), 16);
+	for (int k = 0; k < 2; k++) {
+		c = client_connect("127.0.0.9");
+		ck_assert_int_eq(getsockname(c, (struct sockaddr *)&me, &len),
+		    0);
+		if (k == 0)
+			say_bytes(c, local, sizeof(local));
+		else
+			say(c, "PROXY UNKNOWN ff::1 ff::2 1 2\r\n");
+		b = backend_accept_info(&info);
+		ck_assert_int_eq(info.version, 2);
+		ck_assert_int_eq(info.command, PROXY_CMD_LOCAL);
+		say(b, "220 be\r\n");
+		expect(c, "220 be");
+		close(c);
+		expect(b, NULL);
+		close(b);
+		ck_assert_str_eq(result_after_end(), "ok");
+		snprintf(want, sizeof(want), "[127.0.0.9]:%u",
+		    ntohs(me.sin_port));
+		ck_assert_str_eq(logged("client"), want);
+		ck_assert_str_eq(logged("proxy_in"), k == 0 ? "v2" : "v1");
+		loglen = 0;
+		logbuf[0] = '\0';
+	}
+}
+END_TEST
+
+/* A v1 pool gets the upstream connection's real endpoints for LOCAL. */
+START_TEST(test_upstream_local_to_v1_pool)
+{
+	uint8_t local[16];
+	struct proxy_info info;
+	struct sockaddr_in me;
+	socklen_t len = sizeof(me);
+	int c = client_connect("127.0.0.9"), b;
+
+	ck_assert_int_eq(getsockname(c, (struct sockaddr *)&me, &len), 0);
+	ck_assert_int_eq(proxy_v2_encode_local(local, sizeof(local)), 16);
+	say_bytes(c, local, sizeof(local));
+	b = backend_accept_info(&info);
+	ck_assert_int_eq(info.version, 1);
+	ck_assert(info.usable);
+	assert_sa(&info.src, "127.0.0.9", ntohs(me.sin_port));
+	assert_sa(&info.dst, "127.0.0.1", 2525);
+	close(c);
+	expect(b, NULL);
+	close(b);
+	ck_assert_str_eq(result_after_end(), "client-closed");
+	ck_assert_str_eq(logged("proxy"), "v1");
+	ck_assert_str_eq(logged("proxy_in"), "v2");
+}
+END_TEST
+
+/* A forged header from outside trusted_proxies: closed without a word,
+ * never connected, logged with what it had sent. */
+START_TEST(test_upstream_untrusted_source)
+{
+	static const char forged[] = "PROXY TCP4 203.0.113.66 192.0.2.1 1 25"
+	    "\r\nEHLO x\r\n";
+	int c = client_connect_with("127.0.0.9", forged, sizeof(forged) - 1);
+
+	assert_silent_close(c);
+	close(c);
+	ck_assert_str_eq(result_after_end(), "untrusted-proxy");
+	ck_assert_msg(strncmp(logged("client"), "[127.0.0.9]:", 12) == 0,
+	    "%s", logged("client"));
+	ck_assert_str_eq(logged("server"), "-");
+	ck_assert_str_eq(logged("proxy_in"), "");
+	ck_assert_str_eq(logged("last_error"), "untrusted source; first bytes: "
+	    "PROXY TCP4 203.0.113.66 192.0.2.1 1 25\\x0d\\x0aEHLO x\\x0d\\x0a");
+	assert_backend_untouched();
+}
+END_TEST
+
+/* Nothing readable yet: closed at once all the same, never waited for. */
+START_TEST(test_upstream_untrusted_says_nothing_waits_for_nothing)
+{
+	int64_t t0 = now_ms();
+	int c = client_connect("127.0.0.9");
+
+	assert_silent_close(c);
+	ck_assert_int_lt(now_ms() - t0, 1000);
+	close(c);
+	ck_assert_str_eq(result_after_end(), "untrusted-proxy");
+	ck_assert_str_eq(logged("last_error"), "untrusted source");
+	assert_backend_untouched();
+}
+END_TEST
+
+/* proxy_timeout runs from accept: bytes trickling in get no more time. */
+START_TEST(test_upstream_timeout)
+{
+	int c = client_connect("127.0.0.9");
+	int64_t t0 = now_ms();
+	const char *d;
+
+	say(c, "PROXY TCP4 1.");
+	for (const char *p = "2.3.4 5.6.7.8 1 25"; *p; p++) {
+		if (spin(session_logged, NULL, 50))
+			break;
+		say_bytes(c, p, 1);
+	}
+	ck_assert_str_eq(result_after_end(), "bad-proxy-header");
+	ck_assert_int_lt(now_ms() - t0, 700);
+	ck_assert_int_ge(now_ms() - t0, 250);
+	d = logged("last_error");
+	ck_assert_msg(strncmp(d, "timeout: v1: input ends before CRLF (",
+	    37) == 0, "%s", d);
+	ck_assert_msg(strstr(d, "; first bytes: PROXY TCP4 1.") != NULL, "%s",
+	    d);
+	assert_silent_close(c);
+	close(c);
+	assert_backend_untouched();
+}
+END_TEST
+
+START_TEST(test_upstream_timeout_nothing_sent)
+{
+	int c = client_connect("127.0.0.9");
+
+	ck_assert_str_eq(result_after_end(), "bad-proxy-header");
+	ck_assert_str_eq(logged("last_error"), "timeout: no input (0 bytes in "
+	    "300 ms)");
+	assert_silent_close(c);
+	close(c);
+}
+END_TEST
+
+static const struct {
+	const char *in;
+	size_t len;		/* 0: strlen(in) */
+	bool close_after;	/* then the client closes */
+	const char *error;	/* last_error, up to "; first bytes" */
+} bad_headers[] = {
+	{ "GET / HTTP/1.0\r\n\r\n", 0, false, "not a PROXY header: neither "
+	    "'PROXY ' nor the v2 signature" },
+	{ "EHLO client.example\r\n", 0, false, "not a PROXY header" },
+	{ "PROXY TCP4 1.2.3.4 5.6.7.8 0123 25\r\n", 0, false, "bad address: "
+	    "v1: source port is not 0..65535 without leading zeros" },
+	{ "PROXY TCP4 ::1 ::1 1 25\r\n", 0, false, "bad address: v1: TCP4 "
+	    "source is not an IPv4 address" },
+	{ "PROXY TCP4  1.2.3.4 5.6.7.8 1 25\r\n", 0, false, "malformed "
+	    "header" },
+	{ "PROXY TCP4 1.2.3.4 5.6.7.8 1 25\n", 0, false, "malformed header" },
+	{ "PROXY TCP4 1.2.3.4", 0, true, "truncated: v1: input ends before "
+	    "CRLF (closed after 18 bytes)" },
+	{ "\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c", 16, true, "truncated" },
+	{ "PROXY TCP4 1.2.3.4 5.6.7.8 1 25 extra extra extra extra extra "
+	    "extra extra extra extra extra extra extra extra extra", 0, false,
+	    "too long" },
+	/* v2 TCP4 with a CRC32C TLV holding a wrong value */
+	{ "\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x13" "\x01\x02\x03\x04\x05\x06\x07"
+	    "\x08\x00\x01\x00\x19" "\x03\x00\x04\xde\xad\xbe\xef", 35, false,
+	    "bad CRC32C" },
+};
+
+/* Malformed headers: closed without a word, never connected, logged
+ * with their class and the first bytes. */
+START_TEST(test_upstream_malformed)
+{
+	size_t len = bad_headers[_i].len != 0 ? bad_headers[_i].len :
+	    strlen(bad_headers[_i].in);
+	int c = client_connect("127.0.0.9");
+	const char *e;
+	char dump[400];
+
+	say_bytes(c, bad_headers[_i].in, len);
+	if (bad_headers[_i].close_after)
+		shutdown(c, SHUT_WR);
+	ck_assert_str_eq(result_after_end(), "bad-proxy-header");
+	e = logged("last_error");
+	ck_assert_msg(strncmp(e, bad_headers[_i].error,
+	    strlen(bad_headers[_i].error)) == 0, "%s", e);
+	/* the dump is proxy_escape's, as the log line carries it (the
+	 * harness's parser unescapes \\ and \" but not \xNN) */
+	proxy_escape(dump, sizeof(dump), (const uint8_t *)bad_headers[_i].in,
+	    len, 64);
+	{
+		char want[500];
+		const char *raw = strstr(logbuf, "; first bytes: ");
+
+		snprintf(want, sizeof(want), "; first bytes: %s\"", dump);
+		ck_assert_msg(raw != NULL && strncmp(raw, want,
+		    strlen(want)) == 0, "%s\nwanted %s", logbuf, want);
+	}
+	assert_silent_close(c);
+	close(c);
+	assert_backend_untouched();
+}
+END_TEST
+
+/* A connection that closes before a byte of a header (a balancer's TCP
+ * check) is not a malformed header. */
+START_TEST(test_upstream_closed_before_header)
+{
+	int c = client_connect("127.0.0.9");
+
+	close(c);
+	ck_assert_str_eq(result_after_end(), "client-closed");
+	ck_assert_str_eq(logged("last_error"), "client closed before the "
+	    "PROXY header");
+	ck_assert_str_eq(logged("proxy_in"), "");
+	assert_backend_untouched();
+}
+END_TEST
+
+/* The per-client limit counts the header's client, not the balancer. */
+START_TEST(test_upstream_per_client_limit_uses_header)
+{
+	uint8_t hdr[PROXY_HEADER_MAX];
+	struct proxy_info info;
+	const char *got;
+	int c1, c2, c3, b1, b2;
+
+	c1 = client_connect("127.0.0.9");
+	say_bytes(c1, hdr, v2_header(hdr, "203.0.113.7", 1000, "192.0.2.1",
+	    25));
+	b1 = backend_accept_info(&info);
+	/* same balancer, another client network: admitted */
+	c2 = client_connect("127.0.0.9");
+	say_bytes(c2, hdr, v2_header(hdr, "198.51.100.7", 1000, "192.0.2.1",
+	    25));
+	b2 = backend_accept_info(&info);
+	assert_sa(&info.src, "198.51.100.7", 1000);
+	/* same network as the first: over the limit of 1 */
+	c3 = client_connect("127.0.0.9");
+	say_bytes(c3, hdr, v2_header(hdr, "203.0.113.8", 1000, "192.0.2.1",
+	    25));
+	got = expect(c3, NULL);
+	ck_assert_str_eq(got, "421 4.7.0 sf.test Error: too many connections "
+	    "from 203.0.113.8\r\n");
+	ck_assert_str_eq(result_after_end(), "client-limit");
+	ck_assert_str_eq(logged("client"), "[203.0.113.8]:1000");
+	ck_assert_str_eq(logged("proxy_in"), "v2");
+	close(c1);
+	close(c2);
+	close(c3);
+	close(b1);
+	close(b2);
+}
+END_TEST
+
+/* Implicit TLS behind a balancer: the header, then the client's bytes go
+ * straight to the server (no gate, no greeting awaited). */
+START_TEST(test_upstream_tls_relays_after_header)
+{
+	static const char in[] = "PROXY TCP4 203.0.113.9 192.0.2.1 5555 465"
+	    "\r\n\x16\x03\x01hello";
+	struct proxy_info info;
+	int c = client_connect("127.0.0.9"), b;
+
+	say_bytes(c, in, sizeof(in) - 1);
+	b = backend_accept_info(&info);
+	assert_sa(&info.src, "203.0.113.9", 5555);
+	assert_sa(&info.dst, "192.0.2.1", 465);
+	expect(b, "\x16\x03\x01hello");
+	say(b, "\x16\x03\x03server");
+	expect(c, "\x16\x03\x03server");
+	close(c);
+	expect(b, NULL);
+	close(b);
+	ck_assert_str_eq(result_after_end(), "ok");
+	ck_assert_str_eq(logged("proxy_in"), "v1");
+}
+END_TEST
+
+static unsigned
+count(const char *hay, const char *needle)
+{
+	unsigned n = 0;
+
+	for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++)
+		n++;
+	return n;
+}
+
+static bool
+rejects_reported(void *arg)
+{
+	return strstr(logbuf, "not logged") != NULL;
+}
+
+/* A flood of rejected connections: at most 10 lines a second, then one
+ * line with the number left out. */
+START_TEST(test_upstream_rejections_rate_limited)
+{
+	int64_t t0 = now_ms();
+	int c;
+
+	for (int i = 0; i < 25; i++) {
+		c = client_connect("127.0.0.9");
+		close(c);
+	}
+	ck_assert_uint_eq(closed, 25);
+	/* All 25 within the first second (the window opens with the
+	 * first rejection): exactly 10 lines and the report of 15. */
+	ck_assert_int_lt(now_ms() - t0, 900);
+	ck_assert_msg(spin(rejects_reported, NULL, 3000), "%s", logbuf);
+	ck_assert_uint_eq(count(logbuf, "result=untrusted-proxy"), 10);
+	ck_assert_msg(strstr(logbuf, "session: 15 more rejected PROXY "
+	    "connection(s) not logged (at most 10 lines a second per "
+	    "worker)") != NULL, "%s", logbuf);
+	ck_assert_uint_eq(count(logbuf, "not logged"), 1);
+	/* the next second starts afresh */
+	c = client_connect("127.0.0.9");
+	close(c);
+	log_drain();
+	ck_assert_uint_eq(count(logbuf, "result=untrusted-proxy"), 11);
+}
+END_TEST
+
+/* trusted_proxies matching, IPv4 and IPv6; a mapped source is IPv4. */
+START_TEST(test_upstream_trusted)
+{
+	static const struct {
+		const char *ip;
+		bool trusted;
+	} v[] = {
+		{ "10.1.2.3", true }, { "11.0.0.1", false },
+		{ "::ffff:10.9.9.9", true }, { "::ffff:11.0.0.1", false },
+		{ "2001:db8:1::1", true }, { "2001:db9::1", false },
+		{ "192.0.2.1", true }, { "192.0.2.2", false },
+		{ "::ffff:192.0.2.2", false }, { "::1", false },
+		{ "198.51.100.1", true }, { "198.51.101.255", true },
+		{ "198.51.102.0", false }, { "198.51.99.255", false },
+		{ "fe80::1", false }, { "0.0.0.0", false },
+	};
+	struct cfg_cidr cidrs[4] = {
+		{ AF_INET, { 10 }, 8 },
+		{ AF_INET6, { 0x20, 0x01, 0x0d, 0xb8 }, 32 },
+		{ AF_INET, { 192, 0, 2, 1 }, 32 },
+		{ AF_INET, { 198, 51, 100, 0 }, 23 },
+	};
+	struct cfg_listener lc;
+	struct sockaddr_storage ss;
+
+	memset(&lc, 0, sizeof(lc));
+	lc.trusted_proxies = cidrs;
+	lc.ntrusted_proxies = 4;
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		sa_set(&ss, v[i].ip, 25);
+		ck_assert_msg(upstream_trusted(&lc, (struct sockaddr *)&ss) ==
+		    v[i].trusted, "%s", v[i].ip);
+	}
+	/* ::/0 trusts every IPv6 source, not IPv4 ones */
+	cidrs[0].family = AF_INET6;
+	memset(cidrs[0].addr, 0, 16);
+	cidrs[0].prefix = 0;
+	lc.ntrusted_proxies = 1;
+	sa_set(&ss, "fe80::1", 25);
+	ck_assert(upstream_trusted(&lc, (struct sockaddr *)&ss));
+	sa_set(&ss, "10.0.0.1", 25);
+	ck_assert(!upstream_trusted(&lc, (struct sockaddr *)&ss));
+}
+END_TEST
+
 static Suite *
 session_suite(void)
 {
@@ -850,6 +1559,44 @@ session_suite(void)
 	tc = tcase_create("session_overload");
 	tcase_add_checked_fixture(tc, setup_max_connections, teardown);
 	tcase_add_test(tc, test_max_connections_overload);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("upstream_read");
+	tcase_add_checked_fixture(tc, setup_upstream, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_upstream_v2_is_the_client);
+	tcase_add_test(tc, test_upstream_v1_ipv6_and_bytes_after);
+	tcase_add_test(tc, test_upstream_split_reads);
+	tcase_add_test(tc, test_upstream_local_passes_local);
+	tcase_add_test(tc, test_upstream_closed_before_header);
+	tcase_add_loop_test(tc, test_upstream_malformed, 0,
+	    sizeof(bad_headers) / sizeof(bad_headers[0]));
+	suite_add_tcase(s, tc);
+	tc = tcase_create("upstream_timeout");
+	tcase_add_checked_fixture(tc, setup_upstream_fast, teardown);
+	tcase_add_test(tc, test_upstream_timeout);
+	tcase_add_test(tc, test_upstream_timeout_nothing_sent);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("upstream_v1_pool");
+	tcase_add_checked_fixture(tc, setup_upstream_v1, teardown);
+	tcase_add_test(tc, test_upstream_local_to_v1_pool);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("upstream_untrusted");
+	tcase_add_checked_fixture(tc, setup_upstream_untrusted, teardown);
+	tcase_add_test(tc, test_upstream_untrusted_source);
+	tcase_add_test(tc, test_upstream_untrusted_says_nothing_waits_for_nothing);
+	tcase_add_test(tc, test_upstream_rejections_rate_limited);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("upstream_admit");
+	tcase_add_checked_fixture(tc, setup_upstream_per_client, teardown);
+	tcase_add_test(tc, test_upstream_per_client_limit_uses_header);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("upstream_tls");
+	tcase_add_checked_fixture(tc, setup_upstream_tls, teardown);
+	tcase_add_test(tc, test_upstream_tls_relays_after_header);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("upstream_trusted");
+	tcase_add_test(tc, test_upstream_trusted);
 	suite_add_tcase(s, tc);
 	return s;
 }

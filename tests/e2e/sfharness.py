@@ -680,18 +680,26 @@ def backend_load(port, threads=4):
 
 class Haproxy:
     """HAProxy in mode tcp as a known-good PROXY sender: one frontend on
-    127.0.0.1:listen_port, servers = [(name, port)], proxy v1|v2|none."""
+    127.0.0.1:listen_port (or on every address of `binds`, 'ip:port' or
+    '[v6]:port'), servers = [(name, port | 'host:port')], proxy v1|v2|none;
+    server_opts is added to every server line (e.g. 'proxy-v2-options
+    crc32c')."""
 
-    def __init__(self, listen_port, backends, proxy='v2', ready_timeout=15):
+    def __init__(self, listen_port, backends, proxy='v2', ready_timeout=15,
+                 binds=None, server_opts=''):
         self.dir = tempfile.mkdtemp(prefix='sftest-haproxy-')
         opt = {'v1': ' send-proxy', 'v2': ' send-proxy-v2', 'none': ''}[proxy]
+        if server_opts:
+            opt += ' ' + server_opts
+        binds = binds or ['127.0.0.1:%d' % listen_port]
         lines = ['global', '  maxconn 4096', 'defaults', '  mode tcp',
                  '  timeout connect 5s', '  timeout client 10m',
-                 '  timeout server 10m', 'frontend smtp',
-                 '  bind 127.0.0.1:%d' % listen_port,
-                 '  default_backend pool', 'backend pool']
+                 '  timeout server 10m', 'frontend smtp']
+        lines += ['  bind %s' % b for b in binds]
+        lines += ['  default_backend pool', 'backend pool']
         for b in backends:
-            lines.append('  server %s 127.0.0.1:%d%s' % (b[0], b[1], opt))
+            where = b[1] if isinstance(b[1], str) else '127.0.0.1:%d' % b[1]
+            lines.append('  server %s %s%s' % (b[0], where, opt))
         self.config_path = os.path.join(self.dir, 'haproxy.cfg')
         with open(self.config_path, 'w') as f:
             f.write('\n'.join(lines) + '\n')

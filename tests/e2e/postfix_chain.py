@@ -95,7 +95,10 @@ class PostfixChain(unittest.TestCase):
 		if self.haproxy is not None:
 			self.haproxy.__exit__(None, None, None)
 		if self.sf is not None:
+			# a clean exit, and no sanitizer report from any child
+			rc = self.sf.stop(timeout=TIMEOUT)
 			self.sf.__exit__(None, None, None)
+			self.assertEqual(rc, 0, 'smtpfront exit %s' % rc)
 
 	@contextlib.contextmanager
 	def _explained(self):

@@ -58,9 +58,8 @@ class Balancer:
     header goes out first, then whatever the test says; replies are read
     strictly."""
 
-    def __init__(self, port, header, source='127.0.0.1'):
-        self.c = h.RawSMTP('127.0.0.1', port, source=source,
-                           timeout=TIMEOUT)
+    def __init__(self, port, header, source='127.0.0.1', host='127.0.0.1'):
+        self.c = h.RawSMTP(host, port, source=source, timeout=TIMEOUT)
         if header:
             self.c.send(header)
 
@@ -225,6 +224,28 @@ class UpstreamTest(unittest.TestCase):
                                 pred=lambda s: s['proxy'] == 'v2')
         self.assertEqual(sorted(s['client'] for s in seen),
                          sorted(c for _, _, c in cases))
+
+    def test_ipv6_balancer(self):
+        """A balancer that connects over IPv6 to a listener on [::1] and
+        trusts ::1/128; an IPv4 client in its header."""
+        try:
+            with socket.socket(socket.AF_INET6) as probe:
+                probe.bind(('::1', 0))
+        except OSError:
+            self.skipTest('no IPv6 loopback here')
+        b1 = self.backend('mx1')
+        port = h.free_port()
+        sf = self.start([('mx1', b1.port)],
+                        listener={'bind': ['[::1]:%d' % port],
+                                  'trusted_proxies': ['::1/128']})
+        bal = Balancer(port, v2_header('198.51.100.23', 2323, '192.0.2.25',
+                                       25), source='::1', host='::1')
+        self.assertEqual(bal.greeting(), ('mx1', '[198.51.100.23]:2323',
+                                          'v2'))
+        bal.quit()
+        (s,) = sf.wait_sessions(1, TIMEOUT)
+        self.assertEqual((s['client'], s['proxy_in'], s['result']),
+                         ('[198.51.100.23]:2323', 'v2', 'ok'), s)
 
     def test_bytes_after_header_are_kept(self):
         """The client's first command arrives in the header's packet: the

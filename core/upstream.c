@@ -11,10 +11,10 @@
 #include <netinet/in.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h"
 #include "core/session_int.h"
 #include "core/shm.h"
 #include "smtp/proxy.h"

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "core/fdplan.h"
 #include "core/log.h"
 #include "core/master.h"
 
@@ -114,6 +115,12 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (test_only) {
+		char msg[512];
+
+		/* The master raises its soft limit to the hard one. */
+		(void)fdplan_check(cfg, fdplan_limit(true), msg, sizeof(msg));
+		if (msg[0] != '\0')
+			fprintf(stderr, "%s: warning: %s\n", path, msg);
 		fprintf(stderr, "smtpfront: %s: configuration is valid\n",
 		    path);
 		cfg_free(cfg);

@@ -13,6 +13,7 @@
  * so each health record keeps a single writer. The master holds every
  * listening socket throughout, so no connection is refused.
  */
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -28,7 +29,9 @@
 #include <event2/event.h>
 
 #include "core/child.h"
+#include "core/clients.h"
 #include "core/control.h"
+#include "core/fdplan.h"
 #include "core/health.h"
 #include "core/log.h"
 #include "core/master.h"
@@ -80,6 +83,7 @@ struct master {
 	struct event *drain_timer;	/* kills draining children past due */
 	struct rt_slots slots;
 	int pipe_r;			/* children watch it: EOF = master died */
+	int kick_fd;			/* wakes one listening worker (worker.c) */
 	int pipe_w;
 	struct control *ctl;
 	bool stopping;
@@ -95,7 +99,7 @@ static void master_spawn(struct master *m, struct child *c);
 static void
 master_child_fds(struct master *m, const struct child *c)
 {
-	size_t n = 1;
+	size_t n = 2;
 	int *keep;
 
 	for (size_t i = 0; i < m->rt->nlisteners; i++)
@@ -104,6 +108,8 @@ master_child_fds(struct master *m, const struct child *c)
 		fatal("calloc");
 	n = 0;
 	keep[n++] = m->pipe_r;
+	if (c->kind == CHILD_WORKER)
+		keep[n++] = m->kick_fd;
 	for (size_t i = 0; c->kind == CHILD_WORKER && i < m->rt->nlisteners;
 	    i++)
 		for (size_t j = 0; j < m->rt->listeners[i].nbinds; j++)
@@ -140,7 +146,7 @@ master_spawn(struct master *m, struct child *c)
 		sigprocmask(SIG_SETMASK, &old, NULL);
 		if (c->kind == CHILD_HEALTH)
 			health_main(m->rt, m->pipe_r);
-		worker_main(m->rt, c->slot, m->pipe_r);
+		worker_main(m->rt, c->slot, m->pipe_r, m->kick_fd);
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	c->pid = pid;
@@ -222,8 +228,12 @@ master_reap(struct master *m)
 		if (c == NULL)
 			continue;
 		c->pid = 0;
-		if (c->kind == CHILD_WORKER)
+		if (c->kind == CHILD_WORKER) {
 			shm_slot_reset(c->slot);
+			clients_slot_reset(c->slot);
+			/* A connection that woke it may still wait. */
+			worker_kick(m->kick_fd);
+		}
 		if (c->draining) {
 			master_reap_draining(m, c, pid, status);
 			continue;
@@ -702,8 +712,24 @@ master_run(struct config *cfg)
 		fatal("pipe");
 	m->pipe_r = fds[0];
 	m->pipe_w = fds[1];
+	m->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (m->kick_fd == -1)
+		fatal("eventfd");
 
 	shm_create();
+	{
+		unsigned long limit = fdplan_raise();
+		unsigned per = fdplan_worker_sessions(limit,
+		    fdplan_binds(cfg));
+		char msg[512];
+
+		clients_create(SHM_MAX_WORKERS, per);
+		log_info("descriptors: limit %lu, up to %u sessions per worker, "
+		    "%lu in all", limit, per,
+		    fdplan_check(cfg, limit, msg, sizeof(msg)));
+		if (msg[0] != '\0')
+			log_warnx("%s", msg);
+	}
 	{
 		static char err[RELOAD_ERR_MAX];
 
@@ -764,6 +790,7 @@ master_run(struct config *cfg)
 	close(m->sigfd);
 	close(m->pipe_r);
 	close(m->pipe_w);
+	close(m->kick_fd);
 	runtime_free(m->rt);
 	log_info("stopped");
 	return m->exit_code;

@@ -5,18 +5,32 @@
  * connection to a session. SIGTERM (or the master's pipe closing) stops
  * accepting at once and lets sessions finish up to shutdown_timeout.
  *
- * The listening sockets are watched through an epoll set of their own with
- * EPOLLEXCLUSIVE (libevent 2.1 cannot ask for it), itself watched by the
- * event loop: a new connection wakes one worker, not all of them (which
- * cost every other worker an accept4() returning EAGAIN per connection).
- * Without EPOLLEXCLUSIVE each socket gets a libevent event of its own.
+ * One wake-up per connection: the listening sockets sit in libevent's own
+ * epoll set with EPOLLEXCLUSIVE, added behind libevent's back, each
+ * reported under the descriptor of an eventfd that libevent watches and
+ * that never becomes readable itself. The kernel then wakes only one task
+ * sleeping in epoll_wait on a listener, which a nested epoll set (what
+ * libevent 2.1 would need otherwise) cannot do. Where this cannot be set up
+ * (not the epoll backend, an old kernel) every worker watches every
+ * listener through libevent, as before.
+ *
+ * Descriptors (SPEC.md "Descriptors"): a worker holds at most the sessions
+ * its limit allows (fdplan.c). At that cap it stops accepting, so the
+ * others take the queue; when no worker has room, it accepts on a timer
+ * and refuses with the over-capacity 421 and a FIN through a reserve
+ * descriptor, so no client is left silent. accept(2) failing for want of
+ * descriptors pauses accepting on a timer, never a busy loop.
  */
 #include <sys/epoll.h>
-#include <sys/signalfd.h>
+#include <sys/eventfd.h>
+#include <poll.h>
 #include <sys/socket.h>
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -25,24 +39,31 @@
 
 #include "balancer/balancer.h"
 #include "core/child.h"
+#include "core/clients.h"
+#include "core/fdplan.h"
 #include "core/log.h"
 #include "core/net.h"
 #include "core/session.h"
 #include "core/shm.h"
 #include "core/worker.h"
 
-/* Connections taken per wakeup: bounded so one busy listener cannot
- * starve the sessions already running. */
-#define WORKER_ACCEPT_BATCH 32
-#define WORKER_EMFILE_PAUSE_MS 100
+/* Accepting paused after accept(2) ran out of descriptors or memory. */
+#define WORKER_EMFILE_PAUSE_MS	100
+/* While full: how often to look whether clients wait that nobody takes. */
+#define WORKER_REFUSE_TICK_MS	250
+/* Refusals per tick and listener, so one tick stays short. */
+#define WORKER_REFUSE_BATCH	256
+/* At most one "out of descriptors" warning per this many seconds. */
+#define WORKER_WARN_EVERY_S	10
 
 struct worker;
 
 struct worker_listen {
 	struct worker *w;
-	struct event *ev;
+	struct event *ev;		/* on wakefd, or on the socket itself */
 	const struct rt_listener *listener;
 	const struct rt_bind *bind;
+	int wakefd;			/* eventfd standing for the socket, or -1 */
 };
 
 struct worker {
@@ -51,11 +72,21 @@ struct worker {
 	struct session_env env;
 	struct worker_listen *listens;
 	size_t nlistens;
-	int lepfd;			/* epoll set of the listeners, or -1 */
-	struct event *lep_ev;		/* watches lepfd */
+	int epfd;			/* libevent's epoll set, or -1 */
+	int reserve_fd;			/* closed to refuse one connection */
+	int kick_fd;			/* shared: wakes a listening worker */
+	struct event *kick_ev;
+	unsigned cap;			/* sessions this worker may hold */
 	struct child_events ce;
 	struct event *stop_timer;
-	struct event *resume_timer;
+	struct event *resume_timer;	/* end of an EMFILE pause */
+	struct event *refuse_timer;	/* while full */
+	int64_t warned_us;		/* last descriptor warning */
+	unsigned unwarned;		/* shortages since then */
+	uint64_t accepted;		/* connections taken */
+	uint64_t accept_idle;		/* wake-ups that found none */
+	bool listening;
+	bool full;
 	bool stopping;
 };
 
@@ -66,23 +97,166 @@ worker_exit_if_idle(struct worker *w)
 		event_base_loopbreak(w->base);
 }
 
-static void
-worker_on_session_close(void *arg)
+/* Is a connection waiting on any listening socket? */
+static bool
+worker_queue_waiting(const struct worker *w)
 {
-	worker_exit_if_idle(arg);
+	struct pollfd pfd[64];
+	size_t n = 0;
+
+	for (size_t i = 0; i < w->nlistens && n < 64; i++) {
+		pfd[n].fd = w->listens[i].bind->fd;
+		pfd[n].events = POLLIN;
+		pfd[n].revents = 0;
+		n++;
+	}
+	return n > 0 && poll(pfd, n, 0) > 0;
+}
+
+void
+worker_kick(int kick_fd)
+{
+	uint64_t one = 1;
+
+	if (kick_fd != -1)
+		(void)!write(kick_fd, &one, sizeof(one));
+}
+
+/*
+ * Start or stop taking connections from the listening sockets. With
+ * exclusive wake-ups a connection wakes one worker only: one that stops
+ * listening may have been that worker for connections still queued, so it
+ * kicks another awake for them.
+ */
+static void
+worker_listen(struct worker *w, bool on)
+{
+	if (w->listening == on || (on && w->stopping))
+		return;
+	w->listening = on;
+	for (size_t i = 0; i < w->nlistens; i++) {
+		struct worker_listen *wl = &w->listens[i];
+
+		if (wl->wakefd != -1) {
+			struct epoll_event ev;
+
+			memset(&ev, 0, sizeof(ev));
+			ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+			ev.data.fd = wl->wakefd;
+			if (epoll_ctl(w->epfd, on ? EPOLL_CTL_ADD :
+			    EPOLL_CTL_DEL, wl->bind->fd, &ev) == -1)
+				log_warn("worker: epoll_ctl listener %s",
+				    wl->listener->cfg->name);
+		} else if (on) {
+			event_add(wl->ev, NULL);
+		} else {
+			event_del(wl->ev);
+		}
+	}
+	if (on)
+		event_add(w->kick_ev, NULL);
+	else
+		event_del(w->kick_ev);
+	clients_set_room(on ? CLIENTS_ROOM_YES : w->stopping ?
+	    CLIENTS_ROOM_NONE : CLIENTS_ROOM_FULL);
+	if (!on && worker_queue_waiting(w))
+		worker_kick(w->kick_fd);
+}
+
+/* Out of descriptors or memory: say so now and then, not per connection. */
+static void
+worker_warn_short(struct worker *w, const struct worker_listen *wl, int err)
+{
+	int64_t now = net_now_us();
+
+	if (w->warned_us != 0 &&
+	    now - w->warned_us < (int64_t)WORKER_WARN_EVERY_S * 1000000) {
+		w->unwarned++;
+		return;
+	}
+	log_warnx("accept on listener %s: %s (%u session(s) open, cap %u; "
+	    "%u more such failure(s) in the last %d s); pausing accepts for "
+	    "%d ms", wl->listener->cfg->name, strerror(err),
+	    w->env.nsessions, w->cap, w->unwarned, WORKER_WARN_EVERY_S,
+	    WORKER_EMFILE_PAUSE_MS);
+	w->warned_us = now;
+	w->unwarned = 0;
+}
+
+/*
+ * Accept one connection through the reserve descriptor and refuse it.
+ * Returns false when nothing was waiting.
+ */
+static bool
+worker_refuse_one(struct worker *w, const struct worker_listen *wl,
+    const char *why)
+{
+	struct sockaddr_storage peer;
+	socklen_t len = sizeof(peer);
+	int fd;
+
+	if (w->reserve_fd != -1) {
+		close(w->reserve_fd);
+		w->reserve_fd = -1;
+	}
+	fd = accept4(wl->bind->fd, (struct sockaddr *)&peer, &len,
+	    SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd != -1)
+		session_refuse(&w->env, wl->listener, fd,
+		    (struct sockaddr *)&peer, len, why);
+	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	return fd != -1;
 }
 
 static void
-worker_pause_accept(struct worker *w)
+worker_set_full(struct worker *w, bool full)
 {
-	struct timeval tv = { 0, WORKER_EMFILE_PAUSE_MS * 1000 };
+	struct timeval tv = { 0, WORKER_REFUSE_TICK_MS * 1000 };
 
-	if (w->lep_ev != NULL)
-		event_del(w->lep_ev);
-	for (size_t i = 0; i < w->nlistens; i++)
-		if (w->listens[i].ev != NULL)
-			event_del(w->listens[i].ev);
-	evtimer_add(w->resume_timer, &tv);
+	if (w->full == full)
+		return;
+	w->full = full;
+	if (full) {
+		log_debug("worker: %u sessions, at its cap: not accepting",
+		    w->env.nsessions);
+		worker_listen(w, false);
+		evtimer_add(w->refuse_timer, &tv);
+	} else {
+		evtimer_del(w->refuse_timer);
+		if (!evtimer_pending(w->resume_timer, NULL))
+			worker_listen(w, true);
+	}
+}
+
+static void
+worker_on_session_close(void *arg)
+{
+	struct worker *w = arg;
+
+	/* A little below the cap before accepting again, so a queue of
+	 * waiting clients does not flip the listeners on and off. */
+	if (w->full && w->env.nsessions + 1 + w->cap / 64 <= w->cap)
+		worker_set_full(w, false);
+	worker_exit_if_idle(w);
+}
+
+/* Full, and a tick passed: refuse what waits if nobody else can take it. */
+static void
+worker_on_refuse_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct timeval tv = { 0, WORKER_REFUSE_TICK_MS * 1000 };
+
+	if (!w->full || w->stopping)
+		return;
+	if (!clients_any_room()) {
+		for (size_t i = 0; i < w->nlistens; i++)
+			for (int n = 0; n < WORKER_REFUSE_BATCH &&
+			    worker_refuse_one(w, &w->listens[i],
+			    "every worker is at its descriptor cap"); n++)
+				;
+	}
+	evtimer_add(w->refuse_timer, &tv);
 }
 
 static void
@@ -90,88 +264,164 @@ worker_on_resume(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
 
-	if (w->stopping)
-		return;
-	if (w->lep_ev != NULL)
-		event_add(w->lep_ev, NULL);
-	for (size_t i = 0; i < w->nlistens; i++)
-		if (w->listens[i].ev != NULL)
-			event_add(w->listens[i].ev, NULL);
+	if (!w->full)
+		worker_listen(w, true);
 }
 
+/*
+ * Take one connection from `wl`: 1 when one was taken (or refused for
+ * want of descriptors), 0 when none waited, -1 when this worker must stop
+ * taking connections for now (at its cap, or paused).
+ */
+static int
+worker_accept_one(struct worker *w, struct worker_listen *wl)
+{
+	struct timeval tv = { 0, WORKER_EMFILE_PAUSE_MS * 1000 };
+	struct sockaddr_storage peer;
+	socklen_t len = sizeof(peer);
+	int fd, err;
+
+	if (w->stopping || !w->listening)
+		return -1;
+	if (w->env.nsessions >= w->cap) {
+		worker_set_full(w, true);
+		return -1;
+	}
+	fd = accept4(wl->bind->fd, (struct sockaddr *)&peer, &len,
+	    SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd == -1) {
+		err = errno;
+		if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR ||
+		    err == ECONNABORTED) {
+			w->accept_idle++;
+			return 0;
+		}
+		if (err != EMFILE && err != ENFILE && err != ENOBUFS &&
+		    err != ENOMEM) {
+			log_warnx("accept on listener %s: %s",
+			    wl->listener->cfg->name, strerror(err));
+			return 0;
+		}
+		/* Short of descriptors though under the cap: answer this
+		 * one through the reserve, then let the other workers take
+		 * the queue for a while. */
+		worker_warn_short(w, wl, err);
+		(void)worker_refuse_one(w, wl, strerror(err));
+		evtimer_add(w->resume_timer, &tv);
+		worker_listen(w, false);
+		return -1;
+	}
+	w->accepted++;
+	session_start(&w->env, wl->listener, wl->bind, fd,
+	    (struct sockaddr *)&peer, len);
+	/* At the cap now: stop listening before sleeping again, so the next
+	 * connection's wake-up goes to a worker that can take it. */
+	if (w->env.nsessions >= w->cap)
+		worker_set_full(w, true);
+	return 1;
+}
+
+/*
+ * The listener is ready: take one connection. One per wake-up, not a loop
+ * until EAGAIN: the common case is one connection, and the second accept4
+ * would fail for nothing; a longer queue keeps the socket ready, so the
+ * next turn of the loop (level-triggered) takes the next one.
+ */
 static void
-worker_on_accept(evutil_socket_t lfd, short what, void *arg)
+worker_on_accept(evutil_socket_t unused, short what, void *arg)
 {
 	struct worker_listen *wl = arg;
-	struct sockaddr_storage peer;
-	socklen_t len;
-	int fd;
 
-	for (int i = 0; i < WORKER_ACCEPT_BATCH && !wl->w->stopping; i++) {
-		len = sizeof(peer);
-		fd = accept4(lfd, (struct sockaddr *)&peer, &len,
-		    SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd == -1) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK ||
-			    errno == EINTR || errno == ECONNABORTED)
-				return;
-			log_warn("accept on listener %s",
-			    wl->listener->cfg->name);
-			/* Out of descriptors or memory: back off briefly
-			 * rather than spin on a socket that stays ready. */
-			if (errno == EMFILE || errno == ENFILE ||
-			    errno == ENOBUFS || errno == ENOMEM)
-				worker_pause_accept(wl->w);
-			return;
-		}
-		session_start(&wl->w->env, wl->listener, wl->bind, fd,
-		    (struct sockaddr *)&peer, len);
-	}
+	(void)worker_accept_one(wl->w, wl);
 }
 
-/* The listeners' epoll set is readable: accept on those that are ready. */
+/* Another worker stopped listening with connections queued: take them
+ * all (this worker's own wake-ups for them never came). */
 static void
-worker_on_listeners(evutil_socket_t fd, short what, void *arg)
+worker_on_kick(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
-	struct epoll_event evs[16];
-	int n;
+	uint64_t v;
 
-	n = epoll_wait(fd, evs, sizeof(evs) / sizeof(evs[0]), 0);
-	for (int i = 0; i < n && !w->stopping; i++) {
-		struct worker_listen *wl = evs[i].data.ptr;
+	(void)!read(fd, &v, sizeof(v));
+	for (size_t i = 0; i < w->nlistens; i++) {
+		int rc;
 
-		worker_on_accept(wl->bind->fd, EV_READ, wl);
+		while ((rc = worker_accept_one(w, &w->listens[i])) == 1)
+			;
+		if (rc == -1)
+			return;
 	}
 }
 
-/* Watch every listener through one EPOLLEXCLUSIVE set; -1: not possible
- * here (old kernel), use one libevent event per listener instead. */
+/* libevent's epoll descriptor: the only eventpoll in /proc/self/fd (the
+ * child closed all it inherited but the master pipe and the listeners),
+ * or -1 when there is none or more than one. */
 static int
-worker_watch_exclusive(struct worker *w)
+worker_find_epoll(void)
 {
-	w->lepfd = epoll_create1(EPOLL_CLOEXEC);
-	if (w->lepfd == -1)
-		return -1;
-	for (size_t i = 0; i < w->nlistens; i++) {
-		struct epoll_event ev;
+	char path[64], link[64];
+	struct dirent *de;
+	DIR *d;
+	int found = -1;
 
-		memset(&ev, 0, sizeof(ev));
-		ev.events = EPOLLIN | EPOLLEXCLUSIVE;
-		ev.data.ptr = &w->listens[i];
-		if (epoll_ctl(w->lepfd, EPOLL_CTL_ADD, w->listens[i].bind->fd,
-		    &ev) == -1) {
-			log_debug("worker: EPOLLEXCLUSIVE: %s", strerror(errno));
-			close(w->lepfd);
-			w->lepfd = -1;
-			return -1;
+	if ((d = opendir("/proc/self/fd")) == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL) {
+		char *end;
+		long fd = strtol(de->d_name, &end, 10);
+		ssize_t n;
+
+		if (*end != '\0' || end == de->d_name || fd == dirfd(d))
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%ld", fd);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = '\0';
+		if (strcmp(link, "anon_inode:[eventpoll]") != 0)
+			continue;
+		if (found != -1) {	/* two: cannot tell which */
+			found = -1;
+			break;
 		}
+		found = (int)fd;
 	}
-	w->lep_ev = event_new(w->base, w->lepfd, EV_READ | EV_PERSIST,
-	    worker_on_listeners, w);
-	if (w->lep_ev == NULL || event_add(w->lep_ev, NULL) == -1)
-		fatalx("worker: cannot watch the listeners");
-	return 0;
+	closedir(d);
+	return found;
+}
+
+/* Watch the listeners: exclusively through libevent's epoll set when it
+ * can be found, else one plain libevent event per listener. */
+static void
+worker_watch(struct worker *w, int epfd)
+{
+	bool exclusive = epfd != -1 &&
+	    strncmp(event_base_get_method(w->base), "epoll", 5) == 0;
+
+	w->epfd = exclusive ? epfd : -1;
+	for (size_t i = 0; i < w->nlistens; i++) {
+		struct worker_listen *wl = &w->listens[i];
+		int fd = wl->bind->fd;
+
+		wl->wakefd = -1;
+		if (exclusive &&
+		    (wl->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) != -1)
+			fd = wl->wakefd;
+		wl->ev = event_new(w->base, fd, EV_READ | EV_PERSIST,
+		    worker_on_accept, wl);
+		if (wl->ev == NULL)
+			fatalx("worker: cannot watch listener %s",
+			    wl->listener->cfg->name);
+		/* The eventfd is watched for good; the socket itself is
+		 * switched by worker_listen(). */
+		if (wl->wakefd != -1 && event_add(wl->ev, NULL) == -1)
+			fatalx("worker: cannot watch listener %s",
+			    wl->listener->cfg->name);
+	}
+	worker_listen(w, true);
+	log_debug("worker: %s wake-ups on %zu listening socket(s)",
+	    w->epfd != -1 ? "exclusive" : "shared", w->nlistens);
 }
 
 static void
@@ -181,7 +431,7 @@ worker_on_stop_timeout(evutil_socket_t fd, short what, void *arg)
 
 	log_info("worker: shutdown_timeout expired, closing %u session(s)",
 	    w->env.nsessions);
-	session_close_all(&w->env, "shutdown");
+	session_close_all(&w->env);
 	event_base_loopbreak(w->base);
 }
 
@@ -195,22 +445,19 @@ worker_stop(void *arg)
 
 	if (w->stopping) {
 		/* Second request: stop now. */
-		session_close_all(&w->env, "shutdown");
+		session_close_all(&w->env);
 		event_base_loopbreak(w->base);
 		return;
 	}
+	worker_listen(w, false);
 	w->stopping = true;
-	if (w->lep_ev != NULL) {
-		event_del(w->lep_ev);
-		close(w->lepfd);	/* drops every registration in it */
-		w->lepfd = -1;
-	}
+	clients_set_room(CLIENTS_ROOM_NONE);
 	for (size_t i = 0; i < w->nlistens; i++) {
-		if (w->listens[i].ev != NULL)
-			event_del(w->listens[i].ev);
+		event_del(w->listens[i].ev);
 		close(w->listens[i].bind->fd);
 	}
 	evtimer_del(w->resume_timer);
+	evtimer_del(w->refuse_timer);
 	tv.tv_sec = ms / 1000;
 	tv.tv_usec = (ms % 1000) * 1000;
 	evtimer_add(w->stop_timer, &tv);
@@ -219,18 +466,22 @@ worker_stop(void *arg)
 }
 
 void
-worker_main(const struct runtime *rt, unsigned slot, int parent_fd)
+worker_main(const struct runtime *rt, unsigned slot, int parent_fd,
+    int kick_fd)
 {
 	struct worker w;
 	size_t n = 0;
+	int epfd;
 
 	memset(&w, 0, sizeof(w));
 	w.rt = rt;
-	w.lepfd = -1;
+	w.epfd = -1;
 	if (child_drop_privileges(rt->cfg) == -1)
 		exit(CHILD_EXIT_CONFIG);
 	w.base = child_event_base();
+	epfd = worker_find_epoll();
 	shm_worker_attach(slot);
+	clients_attach(slot);
 
 	w.env.base = w.base;
 	w.env.rt = rt;
@@ -260,40 +511,45 @@ worker_main(const struct runtime *rt, unsigned slot, int parent_fd)
 			wl->bind = &l->binds[j];
 		}
 	}
-	if (worker_watch_exclusive(&w) == -1) {
-		for (size_t i = 0; i < w.nlistens; i++) {
-			struct worker_listen *wl = &w.listens[i];
-
-			wl->ev = event_new(w.base, wl->bind->fd,
-			    EV_READ | EV_PERSIST, worker_on_accept, wl);
-			if (wl->ev == NULL || event_add(wl->ev, NULL) == -1)
-				fatalx("worker: cannot watch listener %s",
-				    wl->listener->cfg->name);
-		}
-	}
+	w.cap = fdplan_worker_sessions(fdplan_limit(false), w.nlistens);
+	w.reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	w.kick_fd = kick_fd;
+	w.kick_ev = event_new(w.base, kick_fd, EV_READ | EV_PERSIST,
+	    worker_on_kick, &w);
+	if (w.kick_ev == NULL)
+		fatalx("worker: cannot watch the kick descriptor");
 	w.stop_timer = evtimer_new(w.base, worker_on_stop_timeout, &w);
 	w.resume_timer = evtimer_new(w.base, worker_on_resume, &w);
-	if (w.stop_timer == NULL || w.resume_timer == NULL)
+	w.refuse_timer = evtimer_new(w.base, worker_on_refuse_tick, &w);
+	if (w.stop_timer == NULL || w.resume_timer == NULL ||
+	    w.refuse_timer == NULL)
 		fatalx("worker: cannot create timers");
 	if (child_events_init(&w.ce, w.base, parent_fd, worker_stop, &w) == -1)
 		fatalx("worker: cannot watch signals");
+	worker_watch(&w, epfd);
 
-	log_debug("worker %u started (generation %u)", slot, rt->generation);
+	log_debug("worker %u started (generation %u), up to %u sessions",
+	    slot, rt->generation, w.cap);
 	event_base_dispatch(w.base);
+	log_debug("worker %u: %llu connection(s) accepted, %llu wake-up(s) "
+	    "found none", slot, (unsigned long long)w.accepted,
+	    (unsigned long long)w.accept_idle);
 
-	if (w.lep_ev != NULL)
-		event_free(w.lep_ev);
-	if (w.lepfd != -1)
-		close(w.lepfd);
 	for (size_t i = 0; i < w.nlistens; i++) {
 		if (w.listens[i].ev != NULL)
 			event_free(w.listens[i].ev);
+		if (w.listens[i].wakefd != -1)
+			close(w.listens[i].wakefd);
 		if (!w.stopping)
 			close(w.listens[i].bind->fd);
 	}
 	free(w.listens);
+	if (w.reserve_fd != -1)
+		close(w.reserve_fd);
 	event_free(w.stop_timer);
 	event_free(w.resume_timer);
+	event_free(w.refuse_timer);
+	event_free(w.kick_ev);
 	child_events_free(&w.ce);
 	for (size_t i = 0; i < rt->npools; i++)
 		bal_pool_free(w.env.bal[i]);

@@ -11,8 +11,14 @@
 /* Exit status of a child that failed on its configuration: never respawned. */
 #define CHILD_EXIT_CONFIG 78
 
-/* Run a worker in the freshly forked child; never returns. */
-void worker_main(const struct runtime *rt, unsigned slot, int parent_fd)
-    __attribute__((noreturn));
+/*
+ * Run a worker in the freshly forked child; never returns. `kick_fd` is an
+ * eventfd shared by all workers: a write to it wakes one listening worker,
+ * which then takes whatever waits on the listening sockets.
+ */
+void worker_main(const struct runtime *rt, unsigned slot, int parent_fd,
+    int kick_fd) __attribute__((noreturn));
+/* Wake one listening worker (master: after a worker died). */
+void worker_kick(int kick_fd);
 
 #endif

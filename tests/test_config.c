@@ -950,15 +950,18 @@ static const struct {
 	unsigned line, col;
 	const char *msg;
 } gate_vectors[] = {
-	{ T_LISTENER, "accept_proxy: true\n    trusted_proxies: [10.0.0.0/8]", 1, 5, 19,
-	    "accept_proxy: true is not supported yet" },
-	/* and it needs trusted_proxies: reported at the listener */
-	{ T_LISTENER, "accept_proxy: true", 2, 3, 5,
+	/* accept_proxy needs trusted_proxies: reported at the listener */
+	{ T_LISTENER, "accept_proxy: true", 1, 3, 5,
 	    "accept_proxy: true needs at least one network in trusted_proxies" },
-	{ T_LISTENER, "max_connections_per_client: 5", 1, 5, 33,
-	    "max_connections_per_client other than 0 is not supported yet" },
+	{ T_LISTENER, "accept_proxy: true\n    trusted_proxies: []", 1, 6, 22,
+	    "accept_proxy: true needs at least one network in trusted_proxies" },
 	/* supported values pass */
+	{ T_LISTENER, "max_connections_per_client: 5", 0, 0, 0, NULL },
 	{ T_LISTENER, "accept_proxy: false", 0, 0, 0, NULL },
+	{ T_LISTENER, "accept_proxy: true\n    trusted_proxies: [10.0.0.0/8]", 0, 0, 0,
+	    NULL },
+	{ T_LISTENER, "accept_proxy: true\n    trusted_proxies: [\"::1/128\"]\n"
+	    "    mode: tls\n    proxy_timeout: 300ms", 0, 0, 0, NULL },
 	{ T_LISTENER, "max_connections_per_client: 0", 0, 0, 0, NULL },
 	{ T_POOL, "balance: roundrobin", 0, 0, 0, NULL },
 	{ T_POOL, "balance: source", 0, 0, 0, NULL },

@@ -342,7 +342,8 @@ class Smtpfront:
     """smtpfront -c <temp>/smtpfront.yaml in the foreground, its own process
     group; stderr and stdout lines collected."""
 
-    def __init__(self, config, args=(), binary=None, env=None):
+    def __init__(self, config, args=(), binary=None, env=None,
+                 preexec_fn=None, wrapper=()):
         binary = binary or SMTPFRONT_BIN
         if not binary or not os.access(binary, os.X_OK):
             raise HarnessError('smtpfront binary not found (%r); set '
@@ -357,9 +358,10 @@ class Smtpfront:
         self.control_socket = os.path.join(self.dir, 'control.sock')
         self._session_lines = []
         self.proc = subprocess.Popen(
-            [binary, '-c', self.config_path] + list(args),
+            list(wrapper) + [binary, '-c', self.config_path] + list(args),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, env=env)
+            stderr=subprocess.PIPE, start_new_session=True, env=env,
+            preexec_fn=preexec_fn)
         self.pid = self.proc.pid
         self._err = _LineCollector(self.proc.stderr, 'smtpfront',
                                    self._on_line)
@@ -678,18 +680,26 @@ def backend_load(port, threads=4):
 
 class Haproxy:
     """HAProxy in mode tcp as a known-good PROXY sender: one frontend on
-    127.0.0.1:listen_port, servers = [(name, port)], proxy v1|v2|none."""
+    127.0.0.1:listen_port (or on every address of `binds`, 'ip:port' or
+    '[v6]:port'), servers = [(name, port | 'host:port')], proxy v1|v2|none;
+    server_opts is added to every server line (e.g. 'proxy-v2-options
+    crc32c')."""
 
-    def __init__(self, listen_port, backends, proxy='v2', ready_timeout=15):
+    def __init__(self, listen_port, backends, proxy='v2', ready_timeout=15,
+                 binds=None, server_opts=''):
         self.dir = tempfile.mkdtemp(prefix='sftest-haproxy-')
         opt = {'v1': ' send-proxy', 'v2': ' send-proxy-v2', 'none': ''}[proxy]
+        if server_opts:
+            opt += ' ' + server_opts
+        binds = binds or ['127.0.0.1:%d' % listen_port]
         lines = ['global', '  maxconn 4096', 'defaults', '  mode tcp',
                  '  timeout connect 5s', '  timeout client 10m',
-                 '  timeout server 10m', 'frontend smtp',
-                 '  bind 127.0.0.1:%d' % listen_port,
-                 '  default_backend pool', 'backend pool']
+                 '  timeout server 10m', 'frontend smtp']
+        lines += ['  bind %s' % b for b in binds]
+        lines += ['  default_backend pool', 'backend pool']
         for b in backends:
-            lines.append('  server %s 127.0.0.1:%d%s' % (b[0], b[1], opt))
+            where = b[1] if isinstance(b[1], str) else '127.0.0.1:%d' % b[1]
+            lines.append('  server %s %s%s' % (b[0], where, opt))
         self.config_path = os.path.join(self.dir, 'haproxy.cfg')
         with open(self.config_path, 'w') as f:
             f.write('\n'.join(lines) + '\n')

@@ -168,11 +168,15 @@ class GateTest(unittest.TestCase):
         self.assertEqual(c.wait_close(TIMEOUT), (b'', 'eof'))
         c.close()
         (s,) = sf.wait_sessions(1, TIMEOUT)
-        self.assertEqual(s['result'], 'no-backend', s)
+        # Each server took the connection and failed at the gate.
+        self.assertEqual(s['result'], 'greeting-failed', s)
         self.assertEqual(s['attempts'], '3', s)
         self.assertEqual(s['server'], '-', s)
-        self.assertIn('pool/bsilent: timeout waiting for greeting',
-                      s.get('last_error', ''), s)
+        # Every attempt is named, not only the first.
+        for why in ('pool/b421: greeting 421 4.3.2',
+                    'pool/bclose: connection closed before greeting',
+                    'pool/bsilent: timeout waiting for greeting'):
+            self.assertIn(why, s.get('last_error', ''), s)
         for b in bs:
             self.assert_tried(b, c)
 
@@ -187,7 +191,8 @@ class GateTest(unittest.TestCase):
         self.assertEqual(c.wait_close(TIMEOUT), (b'', 'eof'))
         c.close()
         (s,) = sf.wait_sessions(1, TIMEOUT)
-        self.assertEqual((s['result'], s['attempts']), ('no-backend', '2'), s)
+        self.assertEqual((s['result'], s['attempts']), ('greeting-failed', '2'),
+                         s)
         self.assertEqual(good.sessions(lambda x: x['proxy'] == 'v2'), [])
 
     # ---------------------------------------------------------- early bytes

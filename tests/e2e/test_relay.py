@@ -196,6 +196,8 @@ class RelayTest(unittest.TestCase):
             self.assertEqual(s['backend'],
                              '[127.0.0.1]:%d' % backend.port)
         self.assertEqual(s['proxy'], proxy)
+        # proxy_in= only when an upstream header was read (none here)
+        self.assertNotIn('proxy_in', s)
         self.assertEqual(s['attempts'], '1')
         self.assertEqual(s['result'], result)
         self.assertRegex(s['bytes_in'], r'^\d+$')

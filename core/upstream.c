@@ -1,0 +1,237 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * upstream: the PROXY header a balancer in front of smtpfront sends first
+ * (listeners with accept_proxy, SPEC.md "Upstream PROXY"). Only sources in
+ * trusted_proxies may send one; the header is read within proxy_timeout
+ * into a buffer that exists only meanwhile, decoded by smtp/proxy.c, and
+ * nothing is connected or said before it is. Its client becomes the
+ * session's client; bytes after it are the client's first bytes.
+ */
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/session_int.h"
+#include "core/shm.h"
+#include "smtp/proxy.h"
+
+/* Leading bytes of a rejected header shown in the log (escaped). */
+#define UPSTREAM_DUMP_MAX	64
+
+static bool
+upstream_cidr_match(const struct cfg_cidr *c, int family,
+    const uint8_t *addr)
+{
+	unsigned full = c->prefix / 8, rest = c->prefix % 8;
+	uint8_t mask;
+
+	if (c->family != family || memcmp(c->addr, addr, full) != 0)
+		return false;
+	if (rest == 0)
+		return true;
+	mask = (uint8_t)(0xff << (8 - rest));
+	return (c->addr[full] & mask) == (addr[full] & mask);
+}
+
+/* An IPv4-mapped source (::ffff:a.b.c.d) is the IPv4 address it maps. */
+bool
+upstream_trusted(const struct cfg_listener *lc, const struct sockaddr *sa)
+{
+	const struct sockaddr_in6 *s6;
+	const uint8_t *addr;
+	int family;
+
+	if (sa->sa_family == AF_INET) {
+		family = AF_INET;
+		addr = (const uint8_t *)
+		    &((const struct sockaddr_in *)sa)->sin_addr;
+	} else if (sa->sa_family == AF_INET6) {
+		s6 = (const struct sockaddr_in6 *)sa;
+		family = AF_INET6;
+		addr = s6->sin6_addr.s6_addr;
+		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+			family = AF_INET;
+			addr += 12;
+		}
+	} else {
+		return false;
+	}
+	for (size_t i = 0; i < lc->ntrusted_proxies; i++)
+		if (upstream_cidr_match(&lc->trusted_proxies[i], family, addr))
+			return true;
+	return false;
+}
+
+/* Keep the leading bytes of a rejected header for the log line. */
+static void
+upstream_dump(struct session *s, const uint8_t *p, size_t n)
+{
+	char out[4 * UPSTREAM_DUMP_MAX + 1];
+
+	if (n == 0)
+		return;
+	proxy_escape(out, sizeof(out), p, n, UPSTREAM_DUMP_MAX);
+	free(s->dump);
+	s->dump = strdup(out);	/* NULL: the line goes without it */
+}
+
+/* A bad header: the class first in last_error, then why, then the dump;
+ * closed without a word. */
+static void
+upstream_reject(struct session *s, const char *class, const char *why,
+    const char *more)
+{
+	session_add_error(s, "%s: %s%s", class, why, more);
+	upstream_dump(s, s->hdr, s->hdr_len);
+	session_end(s, SESSION_END_BAD_PROXY, 0);
+}
+
+/* The header is in: its client is the session's, then admission and the
+ * gate as for any connection. */
+static void
+upstream_accepted(struct session *s, const struct proxy_info *info)
+{
+	struct session_side *c = &s->client;
+	size_t extra = s->hdr_len - info->header_len;
+
+	s->proxy_in = (unsigned char)info->version;
+	if (info->usable) {
+		/* AF_INET or AF_INET6 (mapped ones arrive unmapped): both fit
+		 * the session's address union. */
+		memcpy(&s->peer, &info->src, sizeof(s->peer));
+		memcpy(&s->local, &info->dst, sizeof(s->local));
+	} else {
+		/* LOCAL, UNKNOWN, UDP, AF_UNIX: the upstream connection's real
+		 * endpoints stay; nothing is invented. */
+		s->proxy_local = true;
+	}
+	if (extra > 0) {
+		/* The client's first bytes, read with the header: the gate
+		 * holds them like any early bytes. */
+		if ((s->hold = evbuffer_new()) == NULL ||
+		    evbuffer_add(s->hold, s->hdr + info->header_len,
+		    extra) == -1) {
+			session_add_error(s, "out of memory");
+			session_end(s, SESSION_END_OVERLOAD, 0);
+			return;
+		}
+	}
+	free(s->hdr);
+	s->hdr = NULL;
+	s->hdr_len = 0;
+	relay_set_timeout(c, s->listener->cfg->client_timeout_ms);
+	if (session_admit(s) == -1)
+		return;
+	s->state = SESSION_CONNECTING;
+	gate_try_next(s);
+}
+
+/* Read what the upstream sent so far and decide, or wait for more. */
+static void
+upstream_read(struct session *s)
+{
+	struct session_side *c = &s->client;
+	struct proxy_info info;
+	enum proxy_result r;
+	char more[160];
+	ssize_t n;
+	int err;
+
+	n = relay_recv(c->fd, s->hdr + s->hdr_len,
+	    PROXY_HEADER_MAX - s->hdr_len);
+	if (n == -1 && relay_again()) {
+		relay_update(s);
+		return;
+	}
+	if (n <= 0) {
+		err = n == 0 ? 0 : errno;
+		if (s->hdr_len == 0) {
+			c->eof = n == 0;
+			session_side_gone(s, c, err);
+			session_end(s, SESSION_END_CLIENT_GONE, err);
+			return;
+		}
+		r = proxy_decode_final(s->hdr, s->hdr_len, &info);
+		snprintf(more, sizeof(more), " (%s after %u bytes)",
+		    err == 0 ? "closed" : strerror(err), s->hdr_len);
+		upstream_reject(s, proxy_result_names[r], info.why, more);
+		return;
+	}
+	s->hdr_len += (unsigned short)n;
+	r = proxy_decode(s->hdr, s->hdr_len, &info);
+	if (r == PROXY_NEED_MORE) {
+		if (s->hdr_len < PROXY_HEADER_MAX) {
+			/* proxy_timeout runs from accept: a header sent a
+			 * byte at a time gets no more time (libevent would
+			 * restart the timeout after each read). */
+			c->retime = true;
+			relay_update(s);
+			return;
+		}
+		/* The decoder answers every full buffer; be safe anyway. */
+		r = PROXY_ERR_TOO_LONG;
+		info.why = "no header within 536 bytes";
+	}
+	if (r != PROXY_OK) {
+		upstream_reject(s, proxy_result_names[r], info.why, "");
+		return;
+	}
+	upstream_accepted(s, &info);
+}
+
+void
+upstream_start(struct session *s)
+{
+	const struct cfg_listener *lc = s->listener->cfg;
+	struct session_side *c = &s->client;
+	uint8_t peek[UPSTREAM_DUMP_MAX];
+	ssize_t n;
+
+	if (!upstream_trusted(lc, &s->peer.sa)) {
+		/* Not a word to it, not even a 421: a PROXY sender expects
+		 * none before its header, and this one is not ours. What it
+		 * sent already is shown, never waited for. */
+		n = recv(c->fd, peek, sizeof(peek), MSG_DONTWAIT);
+		if (n > 0)
+			upstream_dump(s, peek, (size_t)n);
+		session_end(s, SESSION_END_UNTRUSTED, 0);
+		return;
+	}
+	/* Counted from now, so connections waiting for their header show
+	 * and count; the limits are decided once the client is known. */
+	shm_listener_add(s->listener->slot, +1);
+	s->listener_counted = true;
+	s->hdr = malloc(PROXY_HEADER_MAX);
+	if (s->hdr == NULL) {
+		session_add_error(s, "out of memory");
+		session_end(s, SESSION_END_OVERLOAD, 0);
+		return;
+	}
+	s->state = SESSION_HEADER;
+	relay_set_timeout(c, lc->proxy_timeout_ms);
+	/* A balancer writes its header right after connecting: it is
+	 * usually here already, so read before waiting. */
+	upstream_read(s);
+}
+
+void
+upstream_on_client(struct session *s, short what)
+{
+	struct proxy_info info;
+	enum proxy_result r;
+	char more[64];
+
+	if (what & EV_TIMEOUT) {
+		r = proxy_decode_final(s->hdr, s->hdr_len, &info);
+		snprintf(more, sizeof(more), " (%u bytes in %u ms)",
+		    s->hdr_len, s->listener->cfg->proxy_timeout_ms);
+		upstream_reject(s, "timeout", r == PROXY_ERR_TRUNCATED ?
+		    info.why : proxy_result_names[r], more);
+		return;
+	}
+	upstream_read(s);
+}

@@ -10,7 +10,7 @@
 #                            mandoc, systemd (systemd-analyze only).
 #   scripts/deps.sh test     pkg + what the test suite and bench --quick run:
 #                            postfix, haproxy, nginx-light with its stream
-#                            module, strace.
+#                            module, strace, valgrind, clang with libFuzzer.
 #
 # Test packages are installed without starting their services: a
 # policy-rc.d that denies every start exists only for that apt run (one
@@ -26,7 +26,8 @@ mode=${1:-build}
 build="gcc pkg-config meson ninja-build libevent-dev libyaml-dev check
        libsubunit-dev python3 netcat-openbsd"
 pkg="dpkg-dev debhelper fakeroot lintian rpm rpmlint cpio mandoc systemd"
-test="postfix haproxy nginx-light libnginx-mod-stream strace procps iproute2"
+test="postfix haproxy nginx-light libnginx-mod-stream strace procps iproute2
+      valgrind clang libclang-rt-14-dev"
 
 case $mode in
 build) want=$build ;;

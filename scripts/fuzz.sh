@@ -28,7 +28,7 @@ dir=${FUZZ_DIR:-build-fuzz}
 case $dir in /*) ;; *) dir="./$dir" ;; esac
 targets=${*:-proxy config reply}
 
-./scripts/deps.sh
+./scripts/deps.sh build
 missing=""
 for p in clang libclang-rt-14-dev; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

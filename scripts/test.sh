@@ -1,8 +1,9 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # Build smtpfront and run the whole test suite: the meson suites (unit,
-# e2e, postfix, doc) in a normal build and in an AddressSanitizer + UBSan
-# build, the packaging tests (tests/pkg: the unit file and its hardening,
+# e2e, abuse, postfix, doc) in a normal build and in an AddressSanitizer +
+# UBSan build, the unit tests under valgrind, the fuzzers for a bounded
+# time, the packaging tests (tests/pkg: the unit file and its hardening,
 # the .deb installed end to end, the .rpm) and bench --quick.
 # Installs what it needs first (scripts/deps.sh test: see there what and
 # how). The Postfix and package-install tests need root.
@@ -55,6 +56,17 @@ run_one() {
 }
 
 run_suite build
+
+# The Check suites under memcheck, one process each (CK_FORK=no); the e2e
+# suite already ran smtpfront itself under valgrind (test_valgrind.py).
+run_one "unit tests under valgrind" build/valgrind-unit.log \
+    meson test -C build --setup=valgrind --suite unit --print-errorlogs
+
+# libFuzzer on the PROXY decoder, the config loader and the reply parser,
+# FUZZ_TIME seconds each (30 by default): any crash, leak or sanitizer
+# report fails.
+run_one "fuzz ($(printf %s "${FUZZ_TIME:-30}") s per target)" build/fuzz.log \
+    ./scripts/fuzz.sh
 
 # Packaging, once (they build their own packages): about a minute.
 for t in test_unit test_deb test_rpm; do

@@ -73,6 +73,21 @@ child_close_fds(const int *keep, size_t nkeep)
 	free(fds);
 }
 
+/* Does the process have exactly the supplementary groups {gid} (or none)? */
+static bool
+child_groups_are(gid_t gid)
+{
+	gid_t groups[64];
+	int n = getgroups(64, groups);
+
+	if (n == -1)
+		return false;
+	for (int i = 0; i < n; i++)
+		if (groups[i] != gid)
+			return false;
+	return true;
+}
+
 int
 child_drop_privileges(const struct config *cfg)
 {
@@ -93,11 +108,29 @@ child_drop_privileges(const struct config *cfg)
 	}
 	gid = gr != NULL ? gr->gr_gid : pw != NULL ? pw->pw_gid : getegid();
 	uid = pw != NULL ? pw->pw_uid : geteuid();
-	if (getegid() != gid || getgid() != gid) {
-		if (setgroups(1, &gid) == -1 && errno != EPERM) {
+	/*
+	 * Always, even when the gid already matches: a root master started
+	 * with that gid would otherwise pass its own supplementary groups on.
+	 * Only a process that cannot change groups (not root, and already
+	 * the configured user and group) keeps the ones it has: they are
+	 * that user's own.
+	 */
+	if (setgroups(1, &gid) == -1) {
+		bool same = getuid() == uid && geteuid() == uid &&
+		    getgid() == gid && getegid() == gid;
+
+		if (errno != EPERM || !same) {
 			log_err("setgroups(%u)", (unsigned)gid);
 			return -1;
 		}
+		log_debug("not privileged to set supplementary groups; keeping "
+		    "those of user %u", (unsigned)uid);
+	} else if (!child_groups_are(gid)) {
+		log_errx("setgroups(%u) left other supplementary groups",
+		    (unsigned)gid);
+		return -1;
+	}
+	if (getegid() != gid || getgid() != gid) {
 		if (setresgid(gid, gid, gid) == -1) {
 			log_err("setresgid(%u)", (unsigned)gid);
 			return -1;

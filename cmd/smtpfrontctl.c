@@ -8,6 +8,7 @@
 #include <sys/un.h>
 
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,8 @@
 #include "core/json.h"
 
 #define DEFAULT_SOCKET "/run/smtpfront/control.sock"
-/* The master answers from memory; this only bounds a wedged one. */
+/* The master answers from memory, a reload within about 15 s (5 s to
+ * resolve host names, 10 s for the new workers); this bounds a wedged one. */
 #define CTL_TIMEOUT_S 30
 #define CTL_ANSWER_MAX (16 * 1024 * 1024)
 
@@ -24,6 +26,7 @@ static void
 usage(FILE *out)
 {
 	fprintf(out, "usage: smtpfrontctl [-s SOCKET] COMMAND [ARGS]\n"
+	    "       smtpfrontctl -h | --help | -V | --version\n"
 	    "  -s SOCKET            control socket (default " DEFAULT_SOCKET
 	    ")\n"
 	    "commands:\n"
@@ -31,7 +34,8 @@ usage(FILE *out)
 	    "  enable POOL/SERVER   take new sessions again\n"
 	    "  disable POOL/SERVER  no new sessions (maintenance)\n"
 	    "  drain POOL/SERVER    no new sessions; open ones finish\n"
-	    "  reload               re-read the configuration\n");
+	    "  reload               re-read the configuration; answers once the\n"
+	    "                       new workers accept, or with the errors\n");
 }
 
 /* Send `request` and return the whole answer (malloc'd), or NULL with the
@@ -214,6 +218,18 @@ ctl_print_status(const struct json *st)
 	}
 }
 
+/* The "warnings" of an answer, on stderr. */
+static void
+ctl_print_warnings(const struct json *ans)
+{
+	const struct json *w = json_get(ans, "warnings");
+
+	for (size_t i = 0; w != NULL && w->type == JSON_ARRAY &&
+	    i < w->nitems; i++)
+		if (w->items[i]->type == JSON_STRING)
+			fprintf(stderr, "warning: %s\n", w->items[i]->str);
+}
+
 /* An {"ok":false} answer: print its error (or errors) and fail. */
 static int
 ctl_print_failure(const struct json *ans)
@@ -229,12 +245,19 @@ ctl_print_failure(const struct json *ans)
 			fprintf(stderr, "%s\n", errs->items[i]->str);
 	if (err == NULL && (errs == NULL || errs->nitems == 0))
 		fprintf(stderr, "smtpfrontctl: command failed\n");
+	ctl_print_warnings(ans);
 	return 1;
 }
 
 int
 main(int argc, char **argv)
 {
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "socket", required_argument, NULL, 's' },
+		{ NULL, 0, NULL, 0 },
+	};
 	const char *path = DEFAULT_SOCKET, *cmd;
 	char request[4096], err[128];
 	struct json *ans;
@@ -243,13 +266,16 @@ main(int argc, char **argv)
 	char *text;
 	int ch, nargs, rc;
 
-	while ((ch = getopt(argc, argv, "+s:h")) != -1) {
+	while ((ch = getopt_long(argc, argv, "+s:hV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 's':
 			path = optarg;
 			break;
 		case 'h':
 			usage(stdout);
+			return 0;
+		case 'V':
+			printf("smtpfrontctl %s\n", SMTPFRONT_VERSION);
 			return 0;
 		default:
 			usage(stderr);
@@ -315,6 +341,7 @@ main(int argc, char **argv)
 			    json_get_num(ans, "generation", 0));
 		else
 			printf("ok\n");
+		ctl_print_warnings(ans);
 		rc = 0;
 	}
 	json_free(ans);

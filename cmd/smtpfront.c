@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "core/log.h"
 #include "core/master.h"
+#include "core/shm.h"
 
 #define DEFAULT_CONFIG "/etc/smtpfront/smtpfront.yaml"
 
@@ -24,6 +25,23 @@ usage(FILE *out)
 	    "  -p PIDFILE    write the master's pid to PIDFILE\n"
 	    "  -V, --version print the version and exit\n"
 	    "  -h, --help    print this help and exit\n");
+}
+
+/* What start-up and every reload need must fit what the master can have. */
+static int
+check_limits(const struct config *cfg, struct cfg_diag *diag)
+{
+	size_t need = shm_config_bytes(cfg), servers = 0;
+
+	for (size_t i = 0; i < cfg->npools; i++)
+		servers += cfg->pools[i].nservers;
+	if (need <= SHM_RESERVE_MAX)
+		return 0;
+	cfg_diag_error_at(diag, &cfg->workers_pos, "%u workers with %zu "
+	    "servers need %zu MiB of shared memory during a reload, more than "
+	    "the %zu MiB smtpfront can reserve: use fewer workers or servers",
+	    cfg->workers, servers, need >> 20, SHM_RESERVE_MAX >> 20);
+	return -1;
 }
 
 static int
@@ -82,7 +100,8 @@ main(int argc, char **argv)
 	 * must stop the start (and fail -t), not surface later as workers
 	 * that exit. */
 	cfg = cfg_load_file(path, &diag);
-	if (cfg != NULL && cfg_check_accounts(cfg, &diag) == -1) {
+	if (cfg != NULL && (cfg_check_accounts(cfg, &diag) == -1 ||
+	    check_limits(cfg, &diag) == -1)) {
 		cfg_free(cfg);
 		cfg = NULL;
 	}

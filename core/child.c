@@ -5,6 +5,7 @@
  * signal is an ordinary event and no handler runs inside libevent.
  */
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <dirent.h>
@@ -12,6 +13,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -20,6 +22,9 @@
 
 #include "core/child.h"
 #include "core/log.h"
+
+/* This child's end of its channel to the master (-1: none yet). */
+static int child_channel = -1;
 
 void
 child_close_fds(const int *keep, size_t nkeep)
@@ -199,6 +204,7 @@ child_events_init(struct child_events *ce, struct event_base *base,
 
 	ce->on_stop = on_stop;
 	ce->arg = arg;
+	child_channel = parent_fd;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
@@ -228,4 +234,45 @@ child_events_free(struct child_events *ce)
 		event_free(ce->parent_ev);
 	if (ce->sigfd > 0)
 		close(ce->sigfd);
+}
+
+/* The test hook of child_ready(): what the file says, or NULL. */
+static const char *
+child_test_start_mode(void)
+{
+	const char *path = getenv("SMTPFRONT_TEST_WORKER_START");
+	static char word[16];
+	FILE *f;
+
+	if (path == NULL || path[0] == '\0')
+		return NULL;
+	f = fopen(path, "re");
+	if (f == NULL)
+		return NULL;
+	if (fscanf(f, "%15s", word) != 1)
+		word[0] = '\0';
+	fclose(f);
+	return word;
+}
+
+void
+child_ready(void)
+{
+	const char *mode = child_test_start_mode();
+	char msg = CHILD_MSG_READY;
+
+	if (mode != NULL && strcmp(mode, "exit") == 0) {
+		log_warnx("test hook: worker exits at start");
+		/* _exit: nothing of this process is worth cleaning up, and
+		 * a leak report would only be noise. */
+		_exit(1);
+	}
+	if (mode != NULL && strcmp(mode, "stall") == 0) {
+		log_warnx("test hook: worker never says it is ready");
+		return;
+	}
+	if (child_channel == -1)
+		return;
+	if (send(child_channel, &msg, 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1)
+		log_warn("cannot tell the master this worker is ready");
 }

@@ -279,6 +279,7 @@ worker_main(const struct runtime *rt, unsigned slot, int parent_fd)
 		fatalx("worker: cannot watch signals");
 
 	log_debug("worker %u started (generation %u)", slot, rt->generation);
+	child_ready();
 	event_base_dispatch(w.base);
 
 	if (w.lep_ev != NULL)

@@ -627,9 +627,19 @@ void
 shm_health_recover(unsigned server)
 {
 	struct shm_health_rec *r = shm_health_rec(server);
+	struct shm_health_snapshot none;
 
-	if (r != NULL && (__atomic_load_n(&r->seq, __ATOMIC_RELAXED) & 1))
-		__atomic_store_n(&r->seq, r->seq + 1, __ATOMIC_RELEASE);
+	if (r == NULL || !(__atomic_load_n(&r->seq, __ATOMIC_ACQUIRE) & 1))
+		return;
+	/* Whatever the dead writer left half written is not worth keeping:
+	 * a defined record until the next check. */
+	memset(&none, 0, sizeof(none));
+	none.state = SHM_HEALTH_UNKNOWN;
+	snprintf(none.reason, sizeof(none.reason), "not checked since the "
+	    "health process restarted");
+	shm_health_write_fields(server, &none);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	__atomic_store_n(&r->seq, r->seq + 1, __ATOMIC_RELAXED);
 }
 
 void

@@ -131,7 +131,8 @@ void shm_health_publish(unsigned server, const struct shm_health_snapshot *s);
  * defined fallback: state unknown, a reason saying so, never a torn record.
  */
 bool shm_health_read(unsigned server, struct shm_health_snapshot *out);
-/* A new writer repairs a record its predecessor died in the middle of. */
+/* A new writer repairs a record its predecessor died in the middle of:
+ * state unknown until its next check. */
 void shm_health_recover(unsigned server);
 /* Copy a record to another slot (reload: a server that did not change). */
 void shm_health_copy(unsigned to, unsigned from);

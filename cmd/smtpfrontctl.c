@@ -20,6 +20,7 @@
 /* The master answers from memory, a reload within about 15 s (5 s to
  * resolve host names, 10 s for the new workers); this bounds a wedged one. */
 #define CTL_TIMEOUT_S 30
+#define CTL_SEND_ATTEMPTS 8
 #define CTL_ANSWER_MAX (16 * 1024 * 1024)
 
 static void
@@ -38,52 +39,76 @@ usage(FILE *out)
 	    "                       new workers accept, or with the errors\n");
 }
 
-/* Send `request` and return the whole answer (malloc'd), or NULL with the
- * reason printed. */
-static char *
-ctl_exchange(const char *path, const char *request, size_t *lenp)
+/*
+ * Connect and send `request`: the socket, or -1 with the reason printed.
+ * A master crowded by idle clients may close a connection that has not
+ * sent its request yet; that is tried again a few times (the request did
+ * not get through, so nothing happens twice).
+ */
+static int
+ctl_connect_send(const char *path, const char *request)
 {
 	struct sockaddr_un sun;
 	struct timeval tv = { CTL_TIMEOUT_S, 0 };
-	size_t len = 0, cap = 4096;
-	char *buf;
-	ssize_t n;
-	int fd;
+	int fd, e;
 
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	if (strlen(path) >= sizeof(sun.sun_path)) {
 		fprintf(stderr, "smtpfrontctl: socket path too long: %s\n",
 		    path);
-		return NULL;
+		return -1;
 	}
 	memcpy(sun.sun_path, path, strlen(path));
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		fprintf(stderr, "smtpfrontctl: socket: %s\n", strerror(errno));
-		return NULL;
+	for (int attempt = 1; ; attempt++) {
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd == -1) {
+			fprintf(stderr, "smtpfrontctl: socket: %s\n",
+			    strerror(errno));
+			return -1;
+		}
+		if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+			e = errno;
+			fprintf(stderr, "smtpfrontctl: cannot connect to %s: "
+			    "%s%s\n", path, strerror(e),
+			    e == ENOENT || e == ECONNREFUSED ?
+			    " (is smtpfront running?)" :
+			    e == EACCES || e == EPERM ?
+			    " (run as root or as a member of control.group)" :
+			    "");
+			close(fd);
+			return -1;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		if (send(fd, request, strlen(request), MSG_NOSIGNAL) ==
+		    (ssize_t)strlen(request))
+			return fd;
+		e = errno;
+		close(fd);
+		if ((e != EPIPE && e != ECONNRESET) ||
+		    attempt == CTL_SEND_ATTEMPTS) {
+			fprintf(stderr, "smtpfrontctl: cannot send to %s: %s\n",
+			    path, strerror(e));
+			return -1;
+		}
+		usleep((useconds_t)attempt * 20000);
 	}
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
-		int e = errno;
+}
 
-		fprintf(stderr, "smtpfrontctl: cannot connect to %s: %s%s\n",
-		    path, strerror(e),
-		    e == ENOENT || e == ECONNREFUSED ?
-		    " (is smtpfront running?)" :
-		    e == EACCES || e == EPERM ?
-		    " (run as root or as a member of control.group)" : "");
-		close(fd);
+/* Send `request` and return the whole answer (malloc'd), or NULL with the
+ * reason printed. */
+static char *
+ctl_exchange(const char *path, const char *request, size_t *lenp)
+{
+	size_t len = 0, cap = 4096;
+	char *buf;
+	ssize_t n;
+	int fd;
+
+	fd = ctl_connect_send(path, request);
+	if (fd == -1)
 		return NULL;
-	}
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (send(fd, request, strlen(request), MSG_NOSIGNAL) !=
-	    (ssize_t)strlen(request)) {
-		fprintf(stderr, "smtpfrontctl: cannot send to %s: %s\n", path,
-		    strerror(errno));
-		close(fd);
-		return NULL;
-	}
 	shutdown(fd, SHUT_WR);
 	buf = malloc(cap);
 	while (buf != NULL) {

@@ -672,6 +672,23 @@ control_warn_crowded(struct control *c)
 	}
 }
 
+/* Has the client sent a whole request line, even if not read yet? */
+static bool
+control_conn_has_request(struct control_conn *cc)
+{
+	struct evbuffer *in = bufferevent_get_input(cc->bev);
+	struct evbuffer_ptr p;
+	char buf[CONTROL_LINE_MAX + 1];
+	ssize_t n;
+
+	p = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+	if (p.pos != -1)
+		return true;
+	n = recv(bufferevent_getfd(cc->bev), buf, sizeof(buf),
+	    MSG_PEEK | MSG_DONTWAIT);
+	return n > 0 && memchr(buf, '\n', (size_t)n) != NULL;
+}
+
 /* Close the oldest connection (of `uid`, or of anyone when uid is -1)
  * that has not sent its request; false when there is none. */
 static bool
@@ -681,7 +698,8 @@ control_evict(struct control *c, uid_t uid)
 
 	TAILQ_FOREACH(cc, &c->conns, entry) {
 		if (cc->state != CONTROL_READING ||
-		    (uid != (uid_t)-1 && cc->uid != uid))
+		    (uid != (uid_t)-1 && cc->uid != uid) ||
+		    control_conn_has_request(cc))
 			continue;
 		log_debug("control: closing an idle connection of uid %ld to "
 		    "make room", (long)cc->uid);

@@ -17,9 +17,11 @@
 #include "core/json.h"
 
 #define DEFAULT_SOCKET "/run/smtpfront/control.sock"
-/* The master answers from memory, a reload within about 15 s (5 s to
- * resolve host names, 10 s for the new workers); this bounds a wedged one. */
+/* The master answers from memory; this bounds a wedged one. A reload is
+ * bounded by the master (5 s to resolve host names, up to 2 min for many
+ * new workers to start): wait longer for it. */
 #define CTL_TIMEOUT_S 30
+#define CTL_RELOAD_TIMEOUT_S 150
 #define CTL_SEND_ATTEMPTS 8
 #define CTL_ANSWER_MAX (16 * 1024 * 1024)
 
@@ -49,7 +51,8 @@ static int
 ctl_connect_send(const char *path, const char *request)
 {
 	struct sockaddr_un sun;
-	struct timeval tv = { CTL_TIMEOUT_S, 0 };
+	struct timeval tv = { strcmp(request, "reload\n") == 0 ?
+	    CTL_RELOAD_TIMEOUT_S : CTL_TIMEOUT_S, 0 };
 	int fd, e;
 
 	memset(&sun, 0, sizeof(sun));

@@ -15,7 +15,10 @@
  *   bind     the new runtime is built: sockets of unchanged bind addresses
  *            taken over, new ones bound;
  *   fork     the new generation's workers are started;
- *   ready    each of them says it is accepting, within READY_TIMEOUT_MS.
+ *   ready    each of them says it is accepting: the reload fails when
+ *            READY_QUIET_MS pass without one more saying so (a slow
+ *            start of many workers is progress, a stuck one is not), or
+ *            READY_MAX_MS in all.
  * Only then is the previous generation retired (its workers get SIGTERM,
  * close their listener copies and finish their sessions), the health
  * process restarted once the old one exited (one writer per health record),
@@ -62,9 +65,13 @@
 #define RESPAWN_DELAY_MS	1000
 /* Grace on top of shutdown_timeout before children are killed. */
 #define STOP_GRACE_MS		5000
+/* Workers forked per turn of the loop: the control socket and signals
+ * are served between batches (a fork costs more with a bigger master). */
+#define SPAWN_BATCH		8
 /* Bounds of a reload's steps. */
 #define RESOLVE_TIMEOUT_MS	5000
-#define READY_TIMEOUT_MS	10000
+#define READY_QUIET_MS		10000
+#define READY_MAX_MS		120000
 
 enum child_kind {
 	CHILD_WORKER,
@@ -84,6 +91,7 @@ struct child {
 	int64_t started_us;
 	unsigned quick_deaths;
 	bool respawn_pending;
+	struct runtime *start_rt;	/* waiting to be forked with it */
 	bool draining;			/* told to stop: older generation, or a
 					 * failed reload's */
 	int64_t deadline_us;		/* draining: killed after this */
@@ -118,6 +126,8 @@ struct reload {
 	bool *resolved;			/* per cfg->hosts entry */
 	struct cfg_diag diag;		/* resolution errors */
 	int64_t started_us;
+	int64_t ready_by_us;		/* STARTING: READY_MAX_MS from the fork */
+	unsigned nready;		/* STARTING: workers that said so */
 	char errors[RELOAD_ERR_MAX];
 	char warnings[RELOAD_ERR_MAX];
 };
@@ -137,6 +147,7 @@ struct master {
 	struct event *kill_timer;
 	struct event *drain_timer;	/* kills draining children past due */
 	struct event *start_timer;	/* warns when start takes too long */
+	struct event *spawn_timer;	/* forks the next batch */
 	struct control *ctl;
 	struct reload reload;
 	bool started;			/* the first generation said ready */
@@ -473,6 +484,60 @@ master_respawn(struct master *m, struct child *c)
 	master_timer_add(m->respawn_timer, RESPAWN_DELAY_MS);
 }
 
+/* Fork the next batch of workers waiting to start; then come back. */
+static void
+master_on_spawn(evutil_socket_t fd, short what, void *arg)
+{
+	struct master *m = arg;
+	struct timeval now = { 0, 0 };
+	unsigned n = 0;
+
+	for (size_t i = 0; i < m->nworkers; i++) {
+		struct child *c = m->workers[i];
+		struct runtime *rt;
+
+		if (c == NULL || c->start_rt == NULL)
+			continue;
+		if (n == SPAWN_BATCH) {
+			evtimer_add(m->spawn_timer, &now);
+			return;
+		}
+		rt = c->start_rt;
+		c->start_rt = NULL;
+		n++;
+		if (master_spawn(m, c, rt) == 0)
+			continue;
+		if (rt == m->reload.rt) {
+			master_reload_error(m, "cannot start worker %u of "
+			    "generation %u: %s", c->slot, rt->generation,
+			    strerror(errno));
+			master_worker_free(m, c);
+			master_reload_fail(m);
+			return;
+		}
+		if (!m->started)
+			fatalx("cannot start the workers");
+		master_respawn(m, c);
+	}
+}
+
+/* Workers that will start with rt, in batches. -1 when there is no slot. */
+static int
+master_start_workers(struct master *m, struct runtime *rt, unsigned n)
+{
+	struct timeval now = { 0, 0 };
+
+	for (unsigned i = 0; i < n; i++) {
+		struct child *c = master_new_worker(m);
+
+		if (c == NULL)
+			return -1;
+		c->start_rt = rt;
+	}
+	evtimer_add(m->spawn_timer, &now);
+	return 0;
+}
+
 static void
 master_on_respawn(evutil_socket_t fd, short what, void *arg)
 {
@@ -496,8 +561,8 @@ master_workers_serving(const struct master *m)
 	for (size_t i = 0; i < m->nworkers; i++) {
 		const struct child *c = m->workers[i];
 
-		if (c != NULL && !c->draining &&
-		    (c->pid != 0 || c->respawn_pending))
+		if (c != NULL && !c->draining && (c->pid != 0 ||
+		    c->respawn_pending || c->start_rt != NULL))
 			n++;
 	}
 	return n;
@@ -768,7 +833,7 @@ master_count_ready(const struct master *m, const struct runtime *rt,
 		if (c == NULL || c->draining)
 			continue;
 		if (c->pid == 0) {
-			*pending += c->respawn_pending;
+			*pending += c->respawn_pending || c->start_rt != NULL;
 			continue;
 		}
 		if (c->rt != rt)
@@ -779,6 +844,18 @@ master_count_ready(const struct master *m, const struct runtime *rt,
 }
 
 static void master_reload_commit(struct master *m);
+
+/* READY_QUIET_MS from now, but not past the reload's overall bound. */
+static void
+master_reload_ready_timer(struct master *m)
+{
+	int64_t left = (m->reload.ready_by_us - net_now_us()) / 1000;
+
+	if (left < 0)
+		left = 0;
+	master_timer_add(m->reload.timer, left < READY_QUIET_MS ?
+	    (unsigned)left : READY_QUIET_MS);
+}
 
 static void
 master_check_ready(struct master *m)
@@ -802,6 +879,11 @@ master_check_ready(struct master *m)
 		    &pending);
 		if (ready == m->reload.rt->cfg->workers)
 			master_reload_commit(m);
+		else if (ready > m->reload.nready) {
+			/* Progress: the quiet time starts again. */
+			m->reload.nready = ready;
+			master_reload_ready_timer(m);
+		}
 	}
 }
 
@@ -813,7 +895,7 @@ master_on_start_timer(evutil_socket_t fd, short what, void *arg)
 
 	master_count_ready(m, m->rt, &ready, &running, &pending);
 	log_warnx("start: %u of %u worker(s) said they are accepting after "
-	    "%d s", ready, m->rt->cfg->workers, READY_TIMEOUT_MS / 1000);
+	    "%d s", ready, m->rt->cfg->workers, READY_QUIET_MS / 1000);
 }
 
 /* ------------------------------------------------------------ stop */
@@ -988,6 +1070,10 @@ master_reload_fail(struct master *m)
 		for (size_t i = 0; i < m->nworkers; i++) {
 			struct child *c = m->workers[i];
 
+			if (c != NULL && c->start_rt == rt) {
+				master_worker_free(m, c);
+				continue;
+			}
 			if (c == NULL || c->rt != rt)
 				continue;
 			master_drain_child(m, c, deadline);
@@ -1092,29 +1178,19 @@ master_reload_start_workers(struct master *m, struct config *cfg)
 	r->phase = RELOAD_STARTING;
 	runtime_hold(rt, &m->slots);
 	control_apply_admin(m->ctl, rt);
-	for (unsigned i = 0; i < cfg->workers; i++) {
-		struct child *c = master_new_worker(m);
-
-		if (c == NULL) {
-			master_reload_error(m, "workers: no room for %u new "
-			    "worker(s): %u worker processes of older "
-			    "generations are still draining", cfg->workers,
-			    (unsigned)m->nworkers);
-			master_reload_fail(m);
-			return;
-		}
-		if (master_spawn(m, c, rt) == -1) {
-			master_reload_error(m, "cannot start worker %u of "
-			    "generation %u: %s", i + 1, r->generation,
-			    strerror(errno));
-			master_worker_free(m, c);
-			master_reload_fail(m);
-			return;
-		}
+	if (master_start_workers(m, rt, cfg->workers) == -1) {
+		master_reload_error(m, "workers: no room for %u new worker(s): "
+		    "at most %u worker processes at once, counting those of "
+		    "older generations still draining", cfg->workers,
+		    SHM_MAX_WORKER_SLOTS);
+		master_reload_fail(m);
+		return;
 	}
-	log_info("reload: generation %u: %u worker(s) started; waiting for "
+	log_info("reload: generation %u: starting %u worker(s); waiting for "
 	    "them to accept", r->generation, cfg->workers);
-	master_reload_timer_set(m, READY_TIMEOUT_MS);
+	r->nready = 0;
+	r->ready_by_us = net_now_us() + (int64_t)READY_MAX_MS * 1000;
+	master_reload_ready_timer(m);
 }
 
 /* Every answer is in (or the time is up): apply them, then go on. */
@@ -1200,9 +1276,14 @@ master_on_reload_timer(evutil_socket_t fd, short what, void *arg)
 	if (r->phase != RELOAD_STARTING)
 		return;
 	master_count_ready(m, r->rt, &ready, &running, &pending);
-	master_reload_error(m, "the new workers did not all say they are "
-	    "accepting within %d s (%u of %u did)", READY_TIMEOUT_MS / 1000,
-	    ready, r->rt->cfg->workers);
+	if (net_now_us() >= r->ready_by_us)
+		master_reload_error(m, "the new workers did not all say they "
+		    "are accepting within %d s (%u of %u did)",
+		    READY_MAX_MS / 1000, ready, r->rt->cfg->workers);
+	else
+		master_reload_error(m, "no new worker said it is accepting for "
+		    "%d s (%u of %u did)", READY_QUIET_MS / 1000, ready,
+		    r->rt->cfg->workers);
 	master_reload_fail(m);
 }
 
@@ -1415,9 +1496,11 @@ master_run(struct config *cfg)
 	    master_on_drain_timer, m);
 	m->start_timer = evtimer_new(m->base, master_on_start_timer, m);
 	m->reload.timer = evtimer_new(m->base, master_on_reload_timer, m);
+	m->spawn_timer = evtimer_new(m->base, master_on_spawn, m);
 	if (m->sig_ev == NULL || m->respawn_timer == NULL ||
 	    m->kill_timer == NULL || m->drain_timer == NULL ||
 	    m->start_timer == NULL || m->reload.timer == NULL ||
+	    m->spawn_timer == NULL ||
 	    event_add(m->sig_ev, NULL) == -1 ||
 	    event_add(m->drain_timer, &drain_tick) == -1)
 		fatalx("cannot set up the master's events");
@@ -1427,17 +1510,11 @@ master_run(struct config *cfg)
 		fatalx("cannot serve the control socket %s",
 		    cfg->control.socket);
 
-	for (size_t i = 0; i < cfg->workers; i++) {
-		struct child *c = master_new_worker(m);
-
-		if (c == NULL)
-			fatalx("no room for %u workers", cfg->workers);
-		if (master_spawn(m, c, m->rt) == -1)
-			fatalx("cannot start the workers");
-	}
+	if (master_start_workers(m, m->rt, cfg->workers) == -1)
+		fatalx("no room for %u workers", cfg->workers);
 	if (master_spawn(m, &m->health, m->rt) == -1)
 		fatalx("cannot start the health process");
-	master_timer_add(m->start_timer, READY_TIMEOUT_MS);
+	master_timer_add(m->start_timer, READY_QUIET_MS);
 
 	event_base_dispatch(m->base);
 
@@ -1458,6 +1535,7 @@ master_run(struct config *cfg)
 	event_free(m->drain_timer);
 	event_free(m->start_timer);
 	event_free(m->reload.timer);
+	event_free(m->spawn_timer);
 	close(m->sigfd);
 	for (size_t i = 0; i < m->nrts; i++)
 		runtime_free(m->rts[i]);

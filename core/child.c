@@ -22,6 +22,7 @@
 
 #include "core/child.h"
 #include "core/log.h"
+#include "core/worker.h"
 
 /* This child's end of its channel to the master (-1: none yet). */
 static int child_channel = -1;
@@ -261,11 +262,13 @@ child_ready(void)
 	const char *mode = child_test_start_mode();
 	char msg = CHILD_MSG_READY;
 
-	if (mode != NULL && strcmp(mode, "exit") == 0) {
-		log_warnx("test hook: worker exits at start");
+	if (mode != NULL && (strcmp(mode, "exit") == 0 ||
+	    strcmp(mode, "config") == 0)) {
+		log_warnx("test hook: worker exits at start%s", mode[0] == 'c' ?
+		    " as if it failed on its configuration" : "");
 		/* _exit: nothing of this process is worth cleaning up, and
 		 * a leak report would only be noise. */
-		_exit(1);
+		_exit(mode[0] == 'c' ? CHILD_EXIT_CONFIG : 1);
 	}
 	if (mode != NULL && strcmp(mode, "stall") == 0) {
 		log_warnx("test hook: worker never says it is ready");

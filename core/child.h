@@ -46,8 +46,10 @@ void child_events_free(struct child_events *ce);
  *
  * Test only: when $SMTPFRONT_TEST_WORKER_START names a file that exists,
  * its first word decides instead: "exit" makes the worker exit with status
- * 1 here, "stall" makes it run without ever saying it is ready. The
- * variable is read only when set; nothing else looks at it.
+ * 1 here, "config" with the status of a child that failed on its
+ * configuration (never respawned), "stall" makes it run without ever
+ * saying it is ready. The variable is read only when set; nothing else
+ * looks at it.
  */
 void child_ready(void);
 

@@ -598,13 +598,15 @@ master_log_exit(const struct child *c, pid_t pid, int status,
 static void
 master_reap_health(struct master *m, struct child *c, pid_t pid, int status)
 {
+	const char *what = child_kind_names[c->kind];
+
 	if (c->draining) {
 		c->draining = false;
 		if (WIFSIGNALED(status))
 			master_log_exit(c, pid, status, " while draining");
 		else
-			log_info("health process (pid %ld, generation %u) "
-			    "finished", (long)pid, c->generation);
+			log_info("%s %u (pid %ld, generation %u) finished", what,
+			    c->slot, (long)pid, c->generation);
 		if (m->stopping)
 			return;
 		/* Only now: one writer per health record at any time. */
@@ -622,16 +624,16 @@ master_reap_health(struct master *m, struct child *c, pid_t pid, int status)
 		return;
 	}
 	if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_EXIT_CONFIG) {
-		log_errx("health process (pid %ld) failed on its configuration; "
-		    "not respawning it", (long)pid);
+		log_errx("%s %u (pid %ld) failed on its configuration; not "
+		    "respawning it", what, c->slot, (long)pid);
 		return;
 	}
 	if (WIFSIGNALED(status))
-		log_warnx("health process (pid %ld) killed by signal %d; "
-		    "respawning", (long)pid, WTERMSIG(status));
+		log_warnx("%s %u (pid %ld) killed by signal %d; respawning",
+		    what, c->slot, (long)pid, WTERMSIG(status));
 	else
-		log_warnx("health process (pid %ld) exited with status %d; "
-		    "respawning", (long)pid, WEXITSTATUS(status));
+		log_warnx("%s %u (pid %ld) exited with status %d; respawning",
+		    what, c->slot, (long)pid, WEXITSTATUS(status));
 	if (net_now_us() - c->started_us < RESPAWN_QUICK_US)
 		c->quick_deaths++;
 	else

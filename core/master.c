@@ -498,6 +498,10 @@ master_on_spawn(evutil_socket_t fd, short what, void *arg)
 
 		if (c == NULL || c->start_rt == NULL)
 			continue;
+		if (m->stopping) {
+			master_worker_free(m, c);
+			continue;
+		}
 		if (n == SPAWN_BATCH) {
 			evtimer_add(m->spawn_timer, &now);
 			return;
@@ -972,6 +976,10 @@ master_stop(struct master *m, int signo)
 	m->stopping = true;
 	if (notify_send("STOPPING=1") == -1)
 		log_warn("sd_notify STOPPING=1");
+	/* Workers not forked yet never will be. */
+	for (size_t i = 0; i < m->nworkers; i++)
+		if (m->workers[i] != NULL && m->workers[i]->start_rt != NULL)
+			master_worker_free(m, m->workers[i]);
 	master_kill_all(m, SIGTERM);
 	master_drain_backlog(m);
 	master_timer_add(m->kill_timer, ms);

@@ -4,8 +4,6 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <grp.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,17 +13,36 @@
 #include "core/fdplan.h"
 #include "core/log.h"
 #include "core/master.h"
+#include "core/shm.h"
 
 #define DEFAULT_CONFIG "/etc/smtpfront/smtpfront.yaml"
 
 static void
 usage(FILE *out)
 {
-	fprintf(out, "usage: smtpfront [-c FILE] [-t] [-p PIDFILE] [-V]\n"
-	    "  -c FILE     configuration (default " DEFAULT_CONFIG ")\n"
-	    "  -t          check the configuration and exit\n"
-	    "  -p PIDFILE  write the master's pid to PIDFILE\n"
-	    "  -V          print the version and exit\n");
+	fprintf(out, "usage: smtpfront [-c FILE] [-t] [-p PIDFILE] [-V] [-h]\n"
+	    "  -c FILE       configuration (default " DEFAULT_CONFIG ")\n"
+	    "  -t            check the configuration and exit\n"
+	    "  -p PIDFILE    write the master's pid to PIDFILE\n"
+	    "  -V, --version print the version and exit\n"
+	    "  -h, --help    print this help and exit\n");
+}
+
+/* What start-up and every reload need must fit what the master can have. */
+static int
+check_limits(const struct config *cfg, struct cfg_diag *diag)
+{
+	size_t need = shm_config_bytes(cfg), servers = 0;
+
+	for (size_t i = 0; i < cfg->npools; i++)
+		servers += cfg->pools[i].nservers;
+	if (need <= SHM_RESERVE_MAX)
+		return 0;
+	cfg_diag_error_at(diag, &cfg->workers_pos, "%u workers with %zu "
+	    "servers need %zu MiB of shared memory during a reload, more than "
+	    "the %zu MiB smtpfront can reserve: use fewer workers or servers",
+	    cfg->workers, servers, need >> 20, SHM_RESERVE_MAX >> 20);
+	return -1;
 }
 
 static int
@@ -39,42 +56,21 @@ write_pidfile(const char *path)
 	return fclose(f) == 0 ? 0 : -1;
 }
 
-/* The children switch to user/group: a name that does not exist must stop
- * the start (and fail -t), not surface later as workers that exit. */
-static int
-check_accounts(const struct config *cfg, const char *path)
-{
-	int rc = 0;
-
-	if (cfg->user[0] != '\0' && getpwnam(cfg->user) == NULL) {
-		fprintf(stderr, "%s: user \"%s\" does not exist\n", path,
-		    cfg->user);
-		rc = -1;
-	}
-	if (cfg->group[0] != '\0' && getgrnam(cfg->group) == NULL) {
-		fprintf(stderr, "%s: group \"%s\" does not exist\n", path,
-		    cfg->group);
-		rc = -1;
-	}
-	if (cfg->control.group[0] != '\0' &&
-	    getgrnam(cfg->control.group) == NULL) {
-		fprintf(stderr, "%s: control.group \"%s\" does not exist\n",
-		    path, cfg->control.group);
-		rc = -1;
-	}
-	return rc;
-}
-
 int
 main(int argc, char **argv)
 {
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
 	const char *path = DEFAULT_CONFIG, *pidfile = NULL;
 	struct cfg_diag diag = { 0 };
 	struct config *cfg;
 	bool test_only = false;
 	int ch, rc;
 
-	while ((ch = getopt(argc, argv, "c:tp:Vh")) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:tp:Vh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			path = optarg;
@@ -101,13 +97,17 @@ main(int argc, char **argv)
 		return 2;
 	}
 
+	/* The children switch to user/group: a name that does not exist
+	 * must stop the start (and fail -t), not surface later as workers
+	 * that exit. */
 	cfg = cfg_load_file(path, &diag);
-	cfg_diag_print(&diag, stderr);
-	cfg_diag_free(&diag);
-	if (cfg != NULL && check_accounts(cfg, path) == -1) {
+	if (cfg != NULL && (cfg_check_accounts(cfg, &diag) == -1 ||
+	    check_limits(cfg, &diag) == -1)) {
 		cfg_free(cfg);
 		cfg = NULL;
 	}
+	cfg_diag_print(&diag, stderr);
+	cfg_diag_free(&diag);
 	if (cfg == NULL) {
 		if (test_only)
 			fprintf(stderr, "smtpfront: %s: configuration is "

@@ -8,6 +8,7 @@
 #include <sys/un.h>
 
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,14 +17,19 @@
 #include "core/json.h"
 
 #define DEFAULT_SOCKET "/run/smtpfront/control.sock"
-/* The master answers from memory; this only bounds a wedged one. */
+/* The master answers from memory; this bounds a wedged one. A reload is
+ * bounded by the master (5 s to resolve host names, up to 2 min for many
+ * new workers to start): wait longer for it. */
 #define CTL_TIMEOUT_S 30
+#define CTL_RELOAD_TIMEOUT_S 150
+#define CTL_SEND_ATTEMPTS 8
 #define CTL_ANSWER_MAX (16 * 1024 * 1024)
 
 static void
 usage(FILE *out)
 {
 	fprintf(out, "usage: smtpfrontctl [-s SOCKET] COMMAND [ARGS]\n"
+	    "       smtpfrontctl -h | --help | -V | --version\n"
 	    "  -s SOCKET            control socket (default " DEFAULT_SOCKET
 	    ")\n"
 	    "commands:\n"
@@ -31,7 +37,66 @@ usage(FILE *out)
 	    "  enable POOL/SERVER   take new sessions again\n"
 	    "  disable POOL/SERVER  no new sessions (maintenance)\n"
 	    "  drain POOL/SERVER    no new sessions; open ones finish\n"
-	    "  reload               re-read the configuration\n");
+	    "  reload               re-read the configuration; answers once the\n"
+	    "                       new workers accept, or with the errors\n");
+}
+
+/*
+ * Connect and send `request`: the socket, or -1 with the reason printed.
+ * A master crowded by idle clients may close a connection that has not
+ * sent its request yet; that is tried again a few times (the request did
+ * not get through, so nothing happens twice).
+ */
+static int
+ctl_connect_send(const char *path, const char *request)
+{
+	struct sockaddr_un sun;
+	struct timeval tv = { strcmp(request, "reload\n") == 0 ?
+	    CTL_RELOAD_TIMEOUT_S : CTL_TIMEOUT_S, 0 };
+	int fd, e;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		fprintf(stderr, "smtpfrontctl: socket path too long: %s\n",
+		    path);
+		return -1;
+	}
+	memcpy(sun.sun_path, path, strlen(path));
+	for (int attempt = 1; ; attempt++) {
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd == -1) {
+			fprintf(stderr, "smtpfrontctl: socket: %s\n",
+			    strerror(errno));
+			return -1;
+		}
+		if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+			e = errno;
+			fprintf(stderr, "smtpfrontctl: cannot connect to %s: "
+			    "%s%s\n", path, strerror(e),
+			    e == ENOENT || e == ECONNREFUSED ?
+			    " (is smtpfront running?)" :
+			    e == EACCES || e == EPERM ?
+			    " (run as root or as a member of control.group)" :
+			    "");
+			close(fd);
+			return -1;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		if (send(fd, request, strlen(request), MSG_NOSIGNAL) ==
+		    (ssize_t)strlen(request))
+			return fd;
+		e = errno;
+		close(fd);
+		if ((e != EPIPE && e != ECONNRESET) ||
+		    attempt == CTL_SEND_ATTEMPTS) {
+			fprintf(stderr, "smtpfrontctl: cannot send to %s: %s\n",
+			    path, strerror(e));
+			return -1;
+		}
+		usleep((useconds_t)attempt * 20000);
+	}
 }
 
 /* Send `request` and return the whole answer (malloc'd), or NULL with the
@@ -39,47 +104,14 @@ usage(FILE *out)
 static char *
 ctl_exchange(const char *path, const char *request, size_t *lenp)
 {
-	struct sockaddr_un sun;
-	struct timeval tv = { CTL_TIMEOUT_S, 0 };
 	size_t len = 0, cap = 4096;
 	char *buf;
 	ssize_t n;
 	int fd;
 
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		fprintf(stderr, "smtpfrontctl: socket path too long: %s\n",
-		    path);
+	fd = ctl_connect_send(path, request);
+	if (fd == -1)
 		return NULL;
-	}
-	memcpy(sun.sun_path, path, strlen(path));
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		fprintf(stderr, "smtpfrontctl: socket: %s\n", strerror(errno));
-		return NULL;
-	}
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
-		int e = errno;
-
-		fprintf(stderr, "smtpfrontctl: cannot connect to %s: %s%s\n",
-		    path, strerror(e),
-		    e == ENOENT || e == ECONNREFUSED ?
-		    " (is smtpfront running?)" :
-		    e == EACCES || e == EPERM ?
-		    " (run as root or as a member of control.group)" : "");
-		close(fd);
-		return NULL;
-	}
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (send(fd, request, strlen(request), MSG_NOSIGNAL) !=
-	    (ssize_t)strlen(request)) {
-		fprintf(stderr, "smtpfrontctl: cannot send to %s: %s\n", path,
-		    strerror(errno));
-		close(fd);
-		return NULL;
-	}
 	shutdown(fd, SHUT_WR);
 	buf = malloc(cap);
 	while (buf != NULL) {
@@ -214,6 +246,18 @@ ctl_print_status(const struct json *st)
 	}
 }
 
+/* The "warnings" of an answer, on stderr. */
+static void
+ctl_print_warnings(const struct json *ans)
+{
+	const struct json *w = json_get(ans, "warnings");
+
+	for (size_t i = 0; w != NULL && w->type == JSON_ARRAY &&
+	    i < w->nitems; i++)
+		if (w->items[i]->type == JSON_STRING)
+			fprintf(stderr, "warning: %s\n", w->items[i]->str);
+}
+
 /* An {"ok":false} answer: print its error (or errors) and fail. */
 static int
 ctl_print_failure(const struct json *ans)
@@ -229,12 +273,19 @@ ctl_print_failure(const struct json *ans)
 			fprintf(stderr, "%s\n", errs->items[i]->str);
 	if (err == NULL && (errs == NULL || errs->nitems == 0))
 		fprintf(stderr, "smtpfrontctl: command failed\n");
+	ctl_print_warnings(ans);
 	return 1;
 }
 
 int
 main(int argc, char **argv)
 {
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "socket", required_argument, NULL, 's' },
+		{ NULL, 0, NULL, 0 },
+	};
 	const char *path = DEFAULT_SOCKET, *cmd;
 	char request[4096], err[128];
 	struct json *ans;
@@ -243,13 +294,16 @@ main(int argc, char **argv)
 	char *text;
 	int ch, nargs, rc;
 
-	while ((ch = getopt(argc, argv, "+s:h")) != -1) {
+	while ((ch = getopt_long(argc, argv, "+s:hV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 's':
 			path = optarg;
 			break;
 		case 'h':
 			usage(stdout);
+			return 0;
+		case 'V':
+			printf("smtpfrontctl %s\n", SMTPFRONT_VERSION);
 			return 0;
 		default:
 			usage(stderr);
@@ -315,6 +369,7 @@ main(int argc, char **argv)
 			    json_get_num(ans, "generation", 0));
 		else
 			printf("ok\n");
+		ctl_print_warnings(ans);
 		rc = 0;
 	}
 	json_free(ans);

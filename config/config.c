@@ -7,7 +7,9 @@
  * Scalar syntax (integers, durations, addresses...) lives in value.c.
  */
 #include <sys/socket.h>
+#include <grp.h>
 #include <netdb.h>
+#include <pwd.h>
 #include <sched.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -59,7 +61,9 @@ static const struct {
 	{ "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
 };
 
-static bool cfg_resolve = true;
+static enum cfg_resolve_mode cfg_resolve = CFG_RESOLVE_NOW;
+/* The FQDN a NOW load found for the default hostname (DEFER reuses it). */
+static char cfg_fqdn[256];
 
 struct cfg_parser {
 	yaml_document_t *doc;
@@ -68,6 +72,7 @@ struct cfg_parser {
 	size_t nerrors;			/* errors from this load */
 	bool stop;			/* too many errors, or out of memory */
 	yaml_node_t **listener_nodes;	/* parallel to cfg->listeners */
+	size_t cur_pool, cur_server;	/* the server being parsed */
 };
 
 enum cfg_kind {
@@ -735,18 +740,55 @@ cfg_parse_control_mode(struct cfg_parser *p, yaml_node_t *v, void *obj)
 
 /* ---- listeners ---- */
 
+/* Keep a host name for later resolution (a DEFER load); -1 after an error. */
+static int
+cfg_defer_host(struct cfg_parser *p, const yaml_node_t *n, const char *name,
+    unsigned port, bool bind, size_t list, size_t item)
+{
+	struct config *cfg = p->cfg;
+	struct cfg_host *hosts, *h;
+
+	if (cfg_resolve == CFG_RESOLVE_NEVER) {
+		char q[64];
+
+		cfg_quote(name, q, sizeof q);
+		return cfg_error(p, n, "cannot resolve host %s: name "
+		    "resolution is disabled", q);
+	}
+	hosts = cfg_array_add(p, n, cfg->hosts, cfg->nhosts, sizeof *hosts);
+	if (hosts == NULL)
+		return -1;
+	cfg->hosts = hosts;
+	h = &cfg->hosts[cfg->nhosts++];
+	snprintf(h->name, sizeof h->name, "%s", name);
+	h->port = port;
+	h->bind = bind;
+	h->list = list;
+	h->item = item;
+	h->pos.line = (unsigned)n->start_mark.line + 1;
+	h->pos.column = (unsigned)n->start_mark.column + 1;
+	return 0;
+}
+
 static int
 cfg_add_bind(struct cfg_parser *p, struct cfg_listener *l, yaml_node_t *n)
 {
 	const char *s = cfg_scalar(p, n, "an address like 0.0.0.0:25 or [::]:25");
 	struct cfg_addr a, *binds;
-	char err[256];
+	char err[256], host[256];
+	unsigned port;
+	int rc;
 
 	if (s == NULL)
 		return -1;
-	if (cfg_parse_addr(s, true, cfg_resolve, &a, err, sizeof err) == -1)
+	rc = cfg_parse_addr_deferred(s, true, cfg_resolve == CFG_RESOLVE_NOW,
+	    &a, host, sizeof host, &port, err, sizeof err);
+	if (rc == -1)
 		return cfg_error(p, n, "%s", err);
-	for (size_t i = 0; i < p->cfg->nlisteners; i++) {
+	if (rc == 1 && cfg_defer_host(p, n, host, port, true,
+	    p->cfg->nlisteners - 1, l->nbinds) == -1)
+		return -1;
+	for (size_t i = 0; rc == 0 && i < p->cfg->nlisteners; i++) {
 		const struct cfg_listener *o = &p->cfg->listeners[i];
 		for (size_t j = 0; j < o->nbinds; j++) {
 			if (!cfg_addr_equal(&o->binds[j], &a))
@@ -901,15 +943,21 @@ cfg_parse_server_address(struct cfg_parser *p, yaml_node_t *v, void *obj)
 {
 	struct cfg_server *srv = obj;
 	const char *s = cfg_scalar(p, v, "an address like 10.0.0.11:10024");
-	char err[256];
+	char err[256], host[256];
+	unsigned port;
+	int rc;
 
 	if (s == NULL)
 		return -1;
 	if (strlen(s) >= sizeof srv->address_spec)
 		return cfg_error(p, v, "address too long");
-	if (cfg_parse_addr(s, false, cfg_resolve, &srv->address, err,
-	    sizeof err) == -1)
+	rc = cfg_parse_addr_deferred(s, false, cfg_resolve == CFG_RESOLVE_NOW,
+	    &srv->address, host, sizeof host, &port, err, sizeof err);
+	if (rc == -1)
 		return cfg_error(p, v, "%s", err);
+	if (rc == 1 && cfg_defer_host(p, v, host, port, false, p->cur_pool,
+	    p->cur_server) == -1)
+		return -1;
 	memcpy(srv->address_spec, s, strlen(s) + 1);
 	return 0;
 }
@@ -942,6 +990,8 @@ cfg_parse_servers(struct cfg_parser *p, yaml_node_t *v, void *obj)
 		if (arr == NULL)
 			return -1;
 		pool->servers = arr;
+		p->cur_pool = (size_t)(pool - p->cfg->pools);
+		p->cur_server = pool->nservers;
 		srv = &pool->servers[pool->nservers++];
 		srv->weight = 1;
 		if (cfg_parse_map(p, item, sec, srv, &seen) == -1)
@@ -1031,7 +1081,10 @@ cfg_default_hostname(struct cfg_parser *p)
 		snprintf(host, sizeof host, "localhost");
 	host[sizeof host - 1] = '\0';
 	snprintf(cfg->hostname, sizeof cfg->hostname, "%s", host);
-	if (strchr(host, '.') == NULL && cfg_resolve) {
+	if (strchr(host, '.') == NULL && cfg_resolve == CFG_RESOLVE_DEFER &&
+	    cfg_fqdn[0] != '\0')
+		snprintf(cfg->hostname, sizeof cfg->hostname, "%s", cfg_fqdn);
+	if (strchr(host, '.') == NULL && cfg_resolve == CFG_RESOLVE_NOW) {
 		struct addrinfo hints, *res = NULL;
 
 		memset(&hints, 0, sizeof hints);
@@ -1041,8 +1094,10 @@ cfg_default_hostname(struct cfg_parser *p)
 		if (getaddrinfo(host, NULL, &hints, &res) == 0) {
 			const char *canon = res->ai_canonname;
 			if (canon != NULL && strchr(canon, '.') != NULL &&
-			    strlen(canon) < sizeof cfg->hostname)
+			    strlen(canon) < sizeof cfg->hostname) {
 				memcpy(cfg->hostname, canon, strlen(canon) + 1);
+				memcpy(cfg_fqdn, canon, strlen(canon) + 1);
+			}
 			freeaddrinfo(res);
 		}
 	}
@@ -1051,14 +1106,45 @@ cfg_default_hostname(struct cfg_parser *p)
 		    "using \"%s\" (set hostname: to choose one)", cfg->hostname);
 }
 
+/* The position of key's value in map, if it is there. */
+static void
+cfg_pos_of(struct cfg_parser *p, yaml_node_t *map, const char *key,
+    struct cfg_pos *pos)
+{
+	yaml_node_t *n = cfg_map_get(p, map, key);
+
+	if (n == NULL)
+		return;
+	pos->line = (unsigned)n->start_mark.line + 1;
+	pos->column = (unsigned)n->start_mark.column + 1;
+}
+
+/* The port of listener li's bind j, resolved or not. */
+static unsigned
+cfg_bind_port(const struct config *cfg, size_t li, size_t bj)
+{
+	for (size_t k = 0; k < cfg->nhosts; k++)
+		if (cfg->hosts[k].bind && cfg->hosts[k].list == li &&
+		    cfg->hosts[k].item == bj)
+			return cfg->hosts[k].port;
+	return cfg_addr_port(&cfg->listeners[li].binds[bj]);
+}
+
 static void
 cfg_finish(struct cfg_parser *p, yaml_node_t *root, unsigned seen)
 {
 	const struct cfg_section *sec = &cfg_root_section;
 	struct config *cfg = p->cfg;
+	yaml_node_t *ctl;
 
 	cfg_require(p, root, sec, seen, "listeners", "at the top level");
 	cfg_require(p, root, sec, seen, "pools", "at the top level");
+	cfg_pos_of(p, root, "workers", &cfg->workers_pos);
+	cfg_pos_of(p, root, "user", &cfg->user_pos);
+	cfg_pos_of(p, root, "group", &cfg->group_pos);
+	if ((ctl = cfg_map_get(p, root, "control")) != NULL &&
+	    ctl->type == YAML_MAPPING_NODE)
+		cfg_pos_of(p, ctl, "group", &cfg->control_group_pos);
 	if (!cfg_seen(sec, seen, "hostname"))
 		cfg_default_hostname(p);
 	for (size_t i = 0; i < cfg->npools; i++)
@@ -1084,7 +1170,7 @@ cfg_finish(struct cfg_parser *p, yaml_node_t *root, unsigned seen)
 		if (pool->proxy != CFG_PROXY_NONE)
 			continue;
 		for (size_t j = 0; j < l->nbinds; j++) {
-			if (cfg_addr_port(&l->binds[j]) != 25)
+			if (cfg_bind_port(cfg, i, j) != 25)
 				continue;
 			cfg_warn(p, cfg_map_get(p, node, "bind"), "port-25 listener "
 			    "\"%s\": pool \"%s\" sends no PROXY header: Postfix "
@@ -1277,6 +1363,7 @@ cfg_free(struct config *cfg)
 	for (size_t i = 0; i < cfg->npools; i++)
 		free(cfg->pools[i].servers);
 	free(cfg->pools);
+	free(cfg->hosts);
 	free(cfg->path);
 	free(cfg);
 }
@@ -1311,7 +1398,160 @@ cfg_diag_free(struct cfg_diag *diag)
 void
 cfg_set_resolve(bool on)
 {
-	cfg_resolve = on;
+	cfg_resolve = on ? CFG_RESOLVE_NOW : CFG_RESOLVE_NEVER;
+}
+
+void
+cfg_set_resolve_mode(enum cfg_resolve_mode mode)
+{
+	cfg_resolve = mode;
+}
+
+/* ---- after the load ---- */
+
+static void __attribute__((format(printf, 3, 4)))
+cfg_error_pos(struct cfg_diag *diag, const struct cfg_pos *pos,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	cfg_diag_vadd(diag, CFG_ERROR, pos->line, pos->column, fmt, ap);
+	va_end(ap);
+}
+
+void
+cfg_diag_error_at(struct cfg_diag *diag, const struct cfg_pos *pos,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	cfg_diag_vadd(diag, CFG_ERROR, pos->line, pos->column, fmt, ap);
+	va_end(ap);
+}
+
+int
+cfg_host_lookup(const struct cfg_host *h, struct cfg_addr *out, char *err,
+    size_t errlen)
+{
+	return cfg_lookup_addr(h->name, h->port, out, err, errlen);
+}
+
+static struct cfg_addr *
+cfg_host_target(struct config *cfg, const struct cfg_host *h, char **spec)
+{
+	if (h->bind) {
+		if (h->list >= cfg->nlisteners ||
+		    h->item >= cfg->listeners[h->list].nbinds)
+			return NULL;
+		*spec = NULL;
+		return &cfg->listeners[h->list].binds[h->item];
+	}
+	if (h->list >= cfg->npools || h->item >= cfg->pools[h->list].nservers)
+		return NULL;
+	*spec = cfg->pools[h->list].servers[h->item].address_spec;
+	return &cfg->pools[h->list].servers[h->item].address;
+}
+
+int
+cfg_host_apply(struct config *cfg, size_t i, const struct cfg_addr *a,
+    const char *lookup_err, struct cfg_diag *diag)
+{
+	const struct cfg_host *h = &cfg->hosts[i];
+	struct cfg_addr *target, got;
+	char err[256], written[300], *spec;
+
+	target = cfg_host_target(cfg, h, &spec);
+	if (target == NULL)
+		return -1;
+	if (a == NULL) {
+		cfg_error_pos(diag, &h->pos, "%s", lookup_err != NULL ?
+		    lookup_err : "cannot resolve host");
+		return -1;
+	}
+	if (spec == NULL) {
+		snprintf(written, sizeof written, "%s", target->text);
+		spec = written;
+	}
+	got = *a;
+	if (cfg_addr_resolved(spec, h->bind, &got, err, sizeof err) == -1) {
+		cfg_error_pos(diag, &h->pos, "%s", err);
+		return -1;
+	}
+	*target = got;
+	return 0;
+}
+
+int
+cfg_hosts_finish(struct config *cfg, struct cfg_diag *diag)
+{
+	int rc = 0;
+
+	for (size_t k = 0; k < cfg->nhosts; k++) {
+		const struct cfg_host *h = &cfg->hosts[k];
+		const struct cfg_addr *a;
+
+		if (!h->bind)
+			continue;
+		a = &cfg->listeners[h->list].binds[h->item];
+		if (a->len == 0) {
+			cfg_error_pos(diag, &h->pos, "host \"%s\" was not "
+			    "resolved", h->name);
+			rc = -1;
+			continue;
+		}
+		for (size_t i = 0; i < cfg->nlisteners; i++) {
+			const struct cfg_listener *o = &cfg->listeners[i];
+
+			for (size_t j = 0; j < o->nbinds; j++) {
+				if ((i == h->list && j == h->item) ||
+				    !cfg_addr_equal(&o->binds[j], a))
+					continue;
+				cfg_error_pos(diag, &h->pos, "duplicate bind "
+				    "address %s (also in listener \"%s\")",
+				    a->text, o->name);
+				rc = -1;
+				i = cfg->nlisteners;
+				break;
+			}
+		}
+	}
+	for (size_t k = 0; k < cfg->nhosts; k++) {
+		const struct cfg_host *h = &cfg->hosts[k];
+
+		if (!h->bind && cfg->pools[h->list].servers[h->item].address.len
+		    == 0) {
+			cfg_error_pos(diag, &h->pos, "host \"%s\" was not "
+			    "resolved", h->name);
+			rc = -1;
+		}
+	}
+	return rc;
+}
+
+int
+cfg_check_accounts(const struct config *cfg, struct cfg_diag *diag)
+{
+	int rc = 0;
+
+	if (cfg->user[0] != '\0' && getpwnam(cfg->user) == NULL) {
+		cfg_error_pos(diag, &cfg->user_pos, "user \"%s\" does not exist",
+		    cfg->user);
+		rc = -1;
+	}
+	if (cfg->group[0] != '\0' && getgrnam(cfg->group) == NULL) {
+		cfg_error_pos(diag, &cfg->group_pos, "group \"%s\" does not "
+		    "exist", cfg->group);
+		rc = -1;
+	}
+	if (cfg->control.group[0] != '\0' &&
+	    getgrnam(cfg->control.group) == NULL) {
+		cfg_error_pos(diag, &cfg->control_group_pos, "control.group "
+		    "\"%s\" does not exist", cfg->control.group);
+		rc = -1;
+	}
+	return rc;
 }
 
 const struct cfg_pool *

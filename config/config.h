@@ -116,6 +116,24 @@ struct cfg_listener {
 	unsigned client_timeout_ms;	/* default 600000 */
 };
 
+/* Where a key's value was written (1-based; 0 = not in the file). */
+struct cfg_pos {
+	unsigned line, column;
+};
+
+/*
+ * A host name in an address, left unresolved by a load in
+ * CFG_RESOLVE_DEFER mode: the address it belongs to has len 0 and its text
+ * is the name as written until cfg_host_apply() fills it in.
+ */
+struct cfg_host {
+	char name[256];
+	unsigned port;
+	bool bind;			/* a listener's bind address (else a server's) */
+	size_t list, item;		/* listener i bind j, or pool i server j */
+	struct cfg_pos pos;
+};
+
 struct config {
 	char *path;			/* file it was loaded from */
 	unsigned workers;		/* resolved: "auto" = CPUs usable (sched_getaffinity) */
@@ -137,6 +155,10 @@ struct config {
 	size_t nlisteners;
 	struct cfg_pool *pools;
 	size_t npools;
+	/* Where some keys were written, for checks made after the load. */
+	struct cfg_pos workers_pos, user_pos, group_pos, control_group_pos;
+	struct cfg_host *hosts;		/* CFG_RESOLVE_DEFER: names to resolve */
+	size_t nhosts;
 };
 
 enum cfg_severity {
@@ -172,6 +194,11 @@ struct config *cfg_load_string(const char *yaml, size_t len, const char *name,
     struct cfg_diag *diag) __attribute__((warn_unused_result));
 void cfg_free(struct config *cfg);
 
+/* Add an error at pos (line 0: not tied to a place), for checks made
+ * outside config/ on a loaded config. */
+void cfg_diag_error_at(struct cfg_diag *diag, const struct cfg_pos *pos,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Print each entry as "FILE:LINE:COLUMN: message" (warnings: "FILE:LINE:COLUMN: warning: message"). */
 void cfg_diag_print(const struct cfg_diag *diag, FILE *out);
 void cfg_diag_free(struct cfg_diag *diag);
@@ -187,5 +214,39 @@ const struct cfg_server *cfg_server_by_name(const struct cfg_pool *pool,
  * addresses load. For fuzzing and tests that must not touch DNS.
  */
 void cfg_set_resolve(bool on);
+
+enum cfg_resolve_mode {
+	CFG_RESOLVE_NOW,		/* getaddrinfo during the load (default) */
+	CFG_RESOLVE_NEVER,		/* only numeric addresses load */
+	/*
+	 * Names are listed in config.hosts for the caller to resolve (the
+	 * master at reload, without blocking); the default hostname is the
+	 * FQDN a NOW load in this process found, else the bare host name.
+	 */
+	CFG_RESOLVE_DEFER,
+};
+void cfg_set_resolve_mode(enum cfg_resolve_mode mode);
+
+/* Resolve host h now (getaddrinfo, blocking: for a resolver process): 0 with
+ * the address in *out, or -1 with the reason in err. */
+int cfg_host_lookup(const struct cfg_host *h, struct cfg_addr *out,
+    char *err, size_t errlen) __attribute__((warn_unused_result));
+/*
+ * Give cfg->hosts[i] its address `a`, or its failure `lookup_err` (a NULL
+ * a). An error (the lookup's, or an address the key does not allow) goes
+ * to diag at the name's line and column and returns -1.
+ */
+int cfg_host_apply(struct config *cfg, size_t i, const struct cfg_addr *a,
+    const char *lookup_err, struct cfg_diag *diag);
+/* After every host is applied: the checks that need addresses (a bind
+ * address used twice). -1 with the errors in diag. */
+int cfg_hosts_finish(struct config *cfg, struct cfg_diag *diag);
+
+/*
+ * The accounts the config names (user, group, control.group) exist; every
+ * one that does not is an error at its line and column. Start-up and -t,
+ * not reload (those keys need a restart anyway).
+ */
+int cfg_check_accounts(const struct config *cfg, struct cfg_diag *diag);
 
 #endif

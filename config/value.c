@@ -274,25 +274,25 @@ cfg_addr_numeric(const char *host, unsigned port, struct cfg_addr *out)
 	return false;
 }
 
-int
-cfg_parse_addr(const char *s, bool allow_any, bool resolve,
-    struct cfg_addr *out, char *err, size_t errlen)
+/* "host:port" or "[addr]:port" into its parts; -1 with err. */
+static int
+cfg_addr_split(const char *s, char *host, size_t hostcap, unsigned *port,
+    bool *bracket, char *err, size_t errlen)
 {
-	char host[256], q[64];
 	const char *colon, *port_text;
-	unsigned port;
 	size_t hlen;
-	bool bracket = s[0] == '[';
+	char q[64];
 
+	*bracket = s[0] == '[';
 	cfg_quote(s, q, sizeof q);
-	if (bracket) {
+	if (*bracket) {
 		const char *end = strchr(s, ']');
 		if (end == NULL || end[1] != ':') {
 			snprintf(err, errlen, "bad address %s: expected [address]:port", q);
 			return -1;
 		}
 		hlen = (size_t)(end - s - 1);
-		memcpy(host, s + 1, hlen < sizeof host ? hlen : 0);
+		memcpy(host, s + 1, hlen < hostcap ? hlen : 0);
 		colon = end + 1;
 	} else {
 		colon = strrchr(s, ':');
@@ -307,9 +307,9 @@ cfg_parse_addr(const char *s, bool allow_any, bool resolve,
 			return -1;
 		}
 		hlen = (size_t)(colon - s);
-		memcpy(host, s, hlen < sizeof host ? hlen : 0);
+		memcpy(host, s, hlen < hostcap ? hlen : 0);
 	}
-	if (hlen == 0 || hlen >= sizeof host) {
+	if (hlen == 0 || hlen >= hostcap) {
 		snprintf(err, errlen, "bad address %s: %s host", q,
 		    hlen == 0 ? "missing" : "over-long");
 		return -1;
@@ -317,55 +317,117 @@ cfg_parse_addr(const char *s, bool allow_any, bool resolve,
 	host[hlen] = '\0';
 	port_text = colon + 1;
 	if (!cfg_all_digits(port_text) || (port_text[0] == '0') ||
-	    strlen(port_text) > 5 || (port = (unsigned)atoi(port_text)) > 65535) {
+	    strlen(port_text) > 5 || (*port = (unsigned)atoi(port_text)) > 65535) {
 		snprintf(err, errlen, "bad address %s: the port must be an integer "
 		    "from 1 to 65535", q);
 		return -1;
 	}
+	return 0;
+}
 
-	if (!cfg_addr_numeric(host, port, out)) {
-		struct addrinfo hints, *res = NULL;
-		char portbuf[8];
-		int rc;
+/* The checks every address gets once it is known, then its text. */
+static int
+cfg_addr_finish(const char *spec, bool allow_any, struct cfg_addr *out,
+    char *err, size_t errlen)
+{
+	char q[64];
 
-		if (bracket || !cfg_hostname_ok(host)) {
-			snprintf(err, errlen, "bad address %s: %s", q, bracket ?
-			    "not an IP address inside the brackets" :
-			    "not an IPv4 address or a host name");
-			return -1;
-		}
-		cfg_quote(host, q, sizeof q);
-		if (!resolve) {
-			snprintf(err, errlen, "cannot resolve host %s: name "
-			    "resolution is disabled", q);
-			return -1;
-		}
-		memset(&hints, 0, sizeof hints);
-		hints.ai_family = AF_UNSPEC;
-		hints.ai_socktype = SOCK_STREAM;
-		hints.ai_flags = AI_NUMERICSERV;
-		snprintf(portbuf, sizeof portbuf, "%u", port);
-		rc = getaddrinfo(host, portbuf, &hints, &res);
-		if (rc != 0 || res == NULL || res->ai_addrlen > sizeof out->ss ||
-		    (res->ai_family != AF_INET && res->ai_family != AF_INET6)) {
-			snprintf(err, errlen, "cannot resolve host %s: %s", q,
-			    rc != 0 ? gai_strerror(rc) : "no usable address");
-			if (res != NULL)
-				freeaddrinfo(res);
-			return -1;
-		}
-		memset(&out->ss, 0, sizeof out->ss);
-		memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
-		out->len = res->ai_addrlen;
-		freeaddrinfo(res);
-	}
 	if (!allow_any && cfg_addr_is_any(out)) {
+		cfg_quote(spec, q, sizeof q);
 		snprintf(err, errlen, "bad address %s: the unspecified address "
 		    "cannot be connected to", q);
 		return -1;
 	}
 	cfg_addr_text(out);
 	return 0;
+}
+
+int
+cfg_lookup_addr(const char *host, unsigned port, struct cfg_addr *out,
+    char *err, size_t errlen)
+{
+	struct addrinfo hints, *res = NULL;
+	char portbuf[8], q[64];
+	int rc;
+
+	cfg_quote(host, q, sizeof q);
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	snprintf(portbuf, sizeof portbuf, "%u", port);
+	rc = getaddrinfo(host, portbuf, &hints, &res);
+	if (rc != 0 || res == NULL || res->ai_addrlen > sizeof out->ss ||
+	    (res->ai_family != AF_INET && res->ai_family != AF_INET6)) {
+		snprintf(err, errlen, "cannot resolve host %s: %s", q,
+		    rc != 0 ? gai_strerror(rc) : "no usable address");
+		if (res != NULL)
+			freeaddrinfo(res);
+		return -1;
+	}
+	memset(&out->ss, 0, sizeof out->ss);
+	memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
+	out->len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+int
+cfg_parse_addr_deferred(const char *s, bool allow_any, bool resolve,
+    struct cfg_addr *out, char *host, size_t hostcap, unsigned *port,
+    char *err, size_t errlen)
+{
+	char q[64];
+	bool bracket;
+
+	if (cfg_addr_split(s, host, hostcap, port, &bracket, err, errlen) == -1)
+		return -1;
+	if (cfg_addr_numeric(host, *port, out))
+		return cfg_addr_finish(s, allow_any, out, err, errlen);
+	if (bracket || !cfg_hostname_ok(host)) {
+		cfg_quote(s, q, sizeof q);
+		snprintf(err, errlen, "bad address %s: %s", q, bracket ?
+		    "not an IP address inside the brackets" :
+		    "not an IPv4 address or a host name");
+		return -1;
+	}
+	if (!resolve) {
+		/* For the caller to resolve: no address yet. */
+		memset(&out->ss, 0, sizeof out->ss);
+		out->ss.ss_family = AF_UNSPEC;
+		out->len = 0;
+		snprintf(out->text, sizeof out->text, "%s", s);
+		return 1;
+	}
+	if (cfg_lookup_addr(host, *port, out, err, errlen) == -1)
+		return -1;
+	return cfg_addr_finish(s, allow_any, out, err, errlen);
+}
+
+int
+cfg_parse_addr(const char *s, bool allow_any, bool resolve,
+    struct cfg_addr *out, char *err, size_t errlen)
+{
+	char host[256], q[64];
+	unsigned port;
+	int rc;
+
+	rc = cfg_parse_addr_deferred(s, allow_any, resolve, out, host,
+	    sizeof host, &port, err, errlen);
+	if (rc == 1) {
+		cfg_quote(host, q, sizeof q);
+		snprintf(err, errlen, "cannot resolve host %s: name "
+		    "resolution is disabled", q);
+		return -1;
+	}
+	return rc;
+}
+
+int
+cfg_addr_resolved(const char *spec, bool allow_any, struct cfg_addr *out,
+    char *err, size_t errlen)
+{
+	return cfg_addr_finish(spec, allow_any, out, err, errlen);
 }
 
 int

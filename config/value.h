@@ -41,6 +41,21 @@ int cfg_check_hostname(const char *s, char *err, size_t errlen)
 int cfg_parse_addr(const char *s, bool allow_any, bool resolve,
     struct cfg_addr *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+/*
+ * The same, except that a host name is resolved only when resolve is
+ * true: otherwise 1 is returned with the name in host and the port in
+ * *port, and out has len 0 (AF_UNSPEC) and the address as written for
+ * text. 0 for a numeric or resolved address, -1 with err.
+ */
+int cfg_parse_addr_deferred(const char *s, bool allow_any, bool resolve,
+    struct cfg_addr *out, char *host, size_t hostcap, unsigned *port,
+    char *err, size_t errlen) __attribute__((warn_unused_result));
+/* getaddrinfo(host, port), first result: out->ss and out->len only. */
+int cfg_lookup_addr(const char *host, unsigned port, struct cfg_addr *out,
+    char *err, size_t errlen) __attribute__((warn_unused_result));
+/* A looked-up address: the unspecified address check, then its text. */
+int cfg_addr_resolved(const char *spec, bool allow_any, struct cfg_addr *out,
+    char *err, size_t errlen) __attribute__((warn_unused_result));
 /* "ip/len" or a bare ip (a host); host bits are cleared. */
 int cfg_parse_cidr(const char *s, struct cfg_cidr *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));

@@ -5,6 +5,7 @@
  * signal is an ordinary event and no handler runs inside libevent.
  */
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <dirent.h>
@@ -12,6 +13,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -20,6 +22,10 @@
 
 #include "core/child.h"
 #include "core/log.h"
+#include "core/worker.h"
+
+/* This child's end of its channel to the master (-1: none yet). */
+static int child_channel = -1;
 
 void
 child_close_fds(const int *keep, size_t nkeep)
@@ -73,6 +79,21 @@ child_close_fds(const int *keep, size_t nkeep)
 	free(fds);
 }
 
+/* Does the process have exactly the supplementary groups {gid} (or none)? */
+static bool
+child_groups_are(gid_t gid)
+{
+	gid_t groups[64];
+	int n = getgroups(64, groups);
+
+	if (n == -1)
+		return false;
+	for (int i = 0; i < n; i++)
+		if (groups[i] != gid)
+			return false;
+	return true;
+}
+
 int
 child_drop_privileges(const struct config *cfg)
 {
@@ -93,11 +114,29 @@ child_drop_privileges(const struct config *cfg)
 	}
 	gid = gr != NULL ? gr->gr_gid : pw != NULL ? pw->pw_gid : getegid();
 	uid = pw != NULL ? pw->pw_uid : geteuid();
-	if (getegid() != gid || getgid() != gid) {
-		if (setgroups(1, &gid) == -1 && errno != EPERM) {
+	/*
+	 * Always, even when the gid already matches: a root master started
+	 * with that gid would otherwise pass its own supplementary groups on.
+	 * Only a process that cannot change groups (not root, and already
+	 * the configured user and group) keeps the ones it has: they are
+	 * that user's own.
+	 */
+	if (setgroups(1, &gid) == -1) {
+		bool same = getuid() == uid && geteuid() == uid &&
+		    getgid() == gid && getegid() == gid;
+
+		if (errno != EPERM || !same) {
 			log_err("setgroups(%u)", (unsigned)gid);
 			return -1;
 		}
+		log_debug("not privileged to set supplementary groups; keeping "
+		    "those of user %u", (unsigned)uid);
+	} else if (!child_groups_are(gid)) {
+		log_errx("setgroups(%u) left other supplementary groups",
+		    (unsigned)gid);
+		return -1;
+	}
+	if (getegid() != gid || getgid() != gid) {
 		if (setresgid(gid, gid, gid) == -1) {
 			log_err("setresgid(%u)", (unsigned)gid);
 			return -1;
@@ -166,6 +205,7 @@ child_events_init(struct child_events *ce, struct event_base *base,
 
 	ce->on_stop = on_stop;
 	ce->arg = arg;
+	child_channel = parent_fd;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
@@ -195,4 +235,47 @@ child_events_free(struct child_events *ce)
 		event_free(ce->parent_ev);
 	if (ce->sigfd > 0)
 		close(ce->sigfd);
+}
+
+/* The test hook of child_ready(): what the file says, or NULL. */
+static const char *
+child_test_start_mode(void)
+{
+	const char *path = getenv("SMTPFRONT_TEST_WORKER_START");
+	static char word[16];
+	FILE *f;
+
+	if (path == NULL || path[0] == '\0')
+		return NULL;
+	f = fopen(path, "re");
+	if (f == NULL)
+		return NULL;
+	if (fscanf(f, "%15s", word) != 1)
+		word[0] = '\0';
+	fclose(f);
+	return word;
+}
+
+void
+child_ready(void)
+{
+	const char *mode = child_test_start_mode();
+	char msg = CHILD_MSG_READY;
+
+	if (mode != NULL && (strcmp(mode, "exit") == 0 ||
+	    strcmp(mode, "config") == 0)) {
+		log_warnx("test hook: worker exits at start%s", mode[0] == 'c' ?
+		    " as if it failed on its configuration" : "");
+		/* _exit: nothing of this process is worth cleaning up, and
+		 * a leak report would only be noise. */
+		_exit(mode[0] == 'c' ? CHILD_EXIT_CONFIG : 1);
+	}
+	if (mode != NULL && strcmp(mode, "stall") == 0) {
+		log_warnx("test hook: worker never says it is ready");
+		return;
+	}
+	if (child_channel == -1)
+		return;
+	if (send(child_channel, &msg, 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1)
+		log_warn("cannot tell the master this worker is ready");
 }

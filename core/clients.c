@@ -1,20 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * clients: per-worker open-addressing tables (linear probing, deletion by
- * backward shift, at most half full) in one shared mapping. A worker's
- * writes are bracketed by its table's sequence counter; a reader retries
- * while the counter is odd or moved, and gives a slot up (counts it as 0)
- * only when its writer died mid-write, which the master repairs when it
- * reaps that worker.
+ * backward shift, at most half full) in the worker slots of the shared
+ * memory. A worker's writes are bracketed by its table's sequence counter;
+ * a reader retries while the counter is odd or moved, and gives a slot up
+ * (counts it as 0) only when its writer died mid-write, which the master
+ * repairs when it reaps that worker (shm_slot_reset zeroes the table).
  */
-#include <sys/mman.h>
-
 #include <stddef.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/clients.h"
-#include "core/log.h"
+#include "core/shm.h"
 
 /* Reads of one table before a reader gives up on a dead writer. */
 #define CLIENTS_READ_TRIES	10000
@@ -32,45 +29,43 @@ struct clients_table {
 	struct clients_entry e[];
 };
 
-static unsigned char *region;
-static size_t table_size;		/* bytes per worker slot */
-static uint32_t mask;			/* entries per table - 1 */
-static unsigned nslots;
 static struct clients_table *mine;
+static uint32_t mine_mask;
 
-static struct clients_table *
-clients_table(unsigned slot)
+/* Entries of a table of `len` bytes: the largest power of two that fits. */
+static uint32_t
+clients_mask(size_t len)
 {
-	return (struct clients_table *)(region + (size_t)slot * table_size);
+	size_t entries = 1;
+
+	if (len < sizeof(struct clients_table) + sizeof(struct clients_entry))
+		return 0;
+	len -= sizeof(struct clients_table);
+	while (entries * 2 * sizeof(struct clients_entry) <= len)
+		entries *= 2;
+	return (uint32_t)(entries - 1);
 }
 
-void
-clients_create(unsigned slots, unsigned per_slot)
+size_t
+clients_table_bytes(unsigned per_slot)
 {
-	size_t entries = 16, total, page = (size_t)sysconf(_SC_PAGESIZE);
-	void *p;
+	size_t entries = 16;
 
 	while (entries < 2 * (size_t)per_slot)
 		entries *= 2;
-	mask = (uint32_t)(entries - 1);
-	/* Whole pages per slot, so a reaped worker's can be given back. */
-	table_size = sizeof(struct clients_table) +
+	return sizeof(struct clients_table) +
 	    entries * sizeof(struct clients_entry);
-	table_size = (table_size + page - 1) / page * page;
-	nslots = slots;
-	total = table_size * slots;
-	/* Pages are only backed once a worker writes to them. */
-	p = mmap(NULL, total, PROT_READ | PROT_WRITE,
-	    MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
-		fatal("mmap per-client table (%zu bytes)", total);
-	region = p;
 }
 
 void
-clients_attach(unsigned slot)
+clients_attach(void)
 {
-	mine = clients_table(slot);
+	size_t len = 0;
+
+	mine = shm_slot_mine(SHM_SLOT_CLIENTS, &len);
+	mine_mask = clients_mask(len);
+	if (mine_mask == 0)
+		mine = NULL;
 }
 
 static uint32_t
@@ -92,7 +87,8 @@ clients_key_eq(const struct clients_key *a, const struct clients_key *b)
 
 /* Where `k` is in `t`, or the empty entry that ends its probe chain. */
 static uint32_t
-clients_find(const struct clients_table *t, const struct clients_key *k)
+clients_find(const struct clients_table *t, uint32_t mask,
+    const struct clients_key *k)
 {
 	uint32_t i = clients_hash(k) & mask;
 
@@ -106,12 +102,17 @@ clients_find(const struct clients_table *t, const struct clients_key *k)
 uint32_t
 clients_count(const struct clients_key *k)
 {
+	unsigned n = shm_slots_used();
 	uint32_t sum = 0;
 
-	for (unsigned s = 0; s < nslots; s++) {
-		const struct clients_table *t = clients_table(s);
+	for (unsigned s = 0; s < n; s++) {
+		size_t len = 0;
+		const struct clients_table *t = shm_slot_region(s,
+		    SHM_SLOT_CLIENTS, &len);
+		uint32_t mask = t != NULL ? clients_mask(len) : 0;
 
-		for (int tries = 0; tries < CLIENTS_READ_TRIES; tries++) {
+		for (int tries = 0; mask != 0 && tries < CLIENTS_READ_TRIES;
+		    tries++) {
 			uint32_t s1, s2, i, c = 0;
 
 			s1 = __atomic_load_n(&t->seq, __ATOMIC_ACQUIRE);
@@ -119,7 +120,7 @@ clients_count(const struct clients_key *k)
 				continue;
 			if (__atomic_load_n(&t->used, __ATOMIC_RELAXED) == 0)
 				c = 0;
-			else if ((i = clients_find(t, k)) != UINT32_MAX)
+			else if ((i = clients_find(t, mask, k)) != UINT32_MAX)
 				c = __atomic_load_n(&t->e[i].count,
 				    __ATOMIC_RELAXED);
 			__atomic_thread_fence(__ATOMIC_ACQUIRE);
@@ -150,7 +151,7 @@ clients_write_end(struct clients_table *t)
 /* Empty entry i and pull later members of its chain back (no tombstones,
  * so a lookup's probe never grows with churn). */
 static void
-clients_remove_at(struct clients_table *t, uint32_t i)
+clients_remove_at(struct clients_table *t, uint32_t mask, uint32_t i)
 {
 	uint32_t j = i, home;
 
@@ -174,9 +175,11 @@ int
 clients_add(const struct clients_key *k, int delta)
 {
 	struct clients_table *t = mine;
-	uint32_t i = clients_find(t, k);
+	uint32_t mask = mine_mask, i;
 
-	if (i == UINT32_MAX)
+	if (t == NULL)
+		return -1;
+	if ((i = clients_find(t, mask, k)) == UINT32_MAX)
 		return -1;
 	if (t->e[i].count == 0) {
 		if (delta <= 0)
@@ -192,7 +195,7 @@ clients_add(const struct clients_key *k, int delta)
 	}
 	clients_write_begin(t);
 	if (delta < 0 && t->e[i].count <= (uint32_t)-delta) {
-		clients_remove_at(t, i);
+		clients_remove_at(t, mask, i);
 		t->used--;
 	} else {
 		t->e[i].count += (uint32_t)delta;
@@ -204,28 +207,22 @@ clients_add(const struct clients_key *k, int delta)
 void
 clients_set_room(enum clients_room r)
 {
-	__atomic_store_n(&mine->room, (uint32_t)r, __ATOMIC_RELAXED);
+	if (mine != NULL)
+		__atomic_store_n(&mine->room, (uint32_t)r, __ATOMIC_RELAXED);
 }
 
 bool
 clients_any_room(void)
 {
-	for (unsigned s = 0; s < nslots; s++)
-		if (__atomic_load_n(&clients_table(s)->room,
-		    __ATOMIC_RELAXED) == CLIENTS_ROOM_YES)
+	unsigned n = shm_slots_used();
+
+	for (unsigned s = 0; s < n; s++) {
+		const struct clients_table *t = shm_slot_region(s,
+		    SHM_SLOT_CLIENTS, NULL);
+
+		if (t != NULL && __atomic_load_n(&t->room, __ATOMIC_RELAXED) ==
+		    CLIENTS_ROOM_YES)
 			return true;
+	}
 	return false;
-}
-
-void
-clients_slot_reset(unsigned slot)
-{
-	struct clients_table *t = clients_table(slot);
-
-	t->room = CLIENTS_ROOM_NONE;
-	if (t->used == 0 && (t->seq & 1) == 0)
-		return;
-	/* Give the pages back rather than write zeros over them. */
-	if (madvise(t, table_size, MADV_REMOVE) == -1)
-		memset(t, 0, table_size);
 }

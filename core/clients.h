@@ -21,14 +21,11 @@ struct clients_key {
 	uint8_t net[16];		/* network bytes, host bits zero */
 };
 
-/*
- * Master, before forking: `nslots` worker slots, each able to count
- * `per_slot` distinct networks (a worker's session cap is enough: one
- * session adds at most one). Aborts on failure.
- */
-void clients_create(unsigned nslots, unsigned per_slot);
-/* Worker: the slot it writes. */
-void clients_attach(unsigned slot);
+/* Bytes of one worker's table able to count `per_slot` distinct networks
+ * (a worker's session cap is enough: one session adds at most one). */
+size_t clients_table_bytes(unsigned per_slot);
+/* Worker: the table of the slot it writes (after shm_worker_attach). */
+void clients_attach(void);
 /* Sessions open for `k`, summed over every worker slot. */
 uint32_t clients_count(const struct clients_key *k);
 /* This worker's count for `k` up or down; -1 when its table is full. */
@@ -43,7 +40,5 @@ enum clients_room {
 void clients_set_room(enum clients_room r);
 /* Does some accepting worker have room for a session? */
 bool clients_any_room(void);
-/* Master: a reaped worker's table is emptied. */
-void clients_slot_reset(unsigned slot);
 
 #endif

@@ -6,7 +6,15 @@
  * kept in the master's own table (by pool, server name and address) so a
  * new runtime can be given the same states, and mirrored to shared memory
  * where the workers read it.
+ *
+ * Connections are bounded in all and per peer uid (SO_PEERCRED). Over a
+ * bound, the oldest connection that has not sent its request yet is closed
+ * to make room, so idle or reconnecting clients cannot lock `smtpfrontctl
+ * status` out; a client that did send its request is never pushed out.
+ * Out of descriptors, accepting pauses on a timer instead of spinning on a
+ * socket that stays readable. The warnings about either are rate-limited.
  */
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -31,18 +39,30 @@
 
 #define CONTROL_LINE_MAX	4096
 #define CONTROL_TIMEOUT_S	5
-/* Connections served at once; more are closed at accept (the master's
- * descriptors are not for a local client to exhaust). */
+/* Connections served at once, and per peer uid: the master's descriptors
+ * are not for a local client to exhaust, nor one user's to take from the
+ * others. */
 #define CONTROL_MAX_CONNS	64
+#define CONTROL_MAX_PER_UID	16
 #define CONTROL_ACCEPT_BATCH	16
 #define CONTROL_MAX_ARGS	8
+#define CONTROL_EMFILE_PAUSE_MS	100
+#define CONTROL_WARN_EVERY_S	10
+
+enum control_conn_state {
+	CONTROL_READING,		/* request not complete yet: may be evicted */
+	CONTROL_WAITING,		/* a reload, answered when it is over */
+	CONTROL_ANSWERING,		/* answer queued; closes once written */
+};
 
 struct control_conn {
 	struct control *c;
 	struct bufferevent *bev;
 	struct event *deadline;		/* the whole exchange, from accept */
-	struct control_conn *prev, *next;
-	bool answered;
+	TAILQ_ENTRY(control_conn) entry;	/* oldest first */
+	enum control_conn_state state;
+	uid_t uid;
+	pid_t pid;
 };
 
 struct control_admin {
@@ -60,15 +80,20 @@ struct control {
 	void *workers_arg;
 	int fd;
 	struct event *listen_ev;
+	struct event *resume_timer;	/* accepting paused (out of fds) */
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	int64_t started_us;
-	struct control_conn *conns;
+	TAILQ_HEAD(, control_conn) conns;
 	size_t nconns;
 	struct control_admin *admin;	/* servers not READY */
 	size_t nadmin;
+	/* Crowding, reported at most every CONTROL_WARN_EVERY_S. */
+	struct event *warn_timer;
+	int64_t warned_us;
+	unsigned evicted, refused, paused;
 };
 
-typedef void (*control_handler)(struct control *c, struct evbuffer *out,
+typedef void (*control_handler)(struct control_conn *cc, struct evbuffer *out,
     int argc, char **argv);
 
 struct control_command {
@@ -132,6 +157,25 @@ control_admin_store(struct control *c, const char *pool,
 }
 
 void
+control_apply_admin(struct control *c, const struct runtime *rt)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < rt->npools; i++) {
+		const struct cfg_pool *p = rt->pools[i].cfg;
+
+		for (size_t j = 0; j < p->nservers; j++) {
+			const struct cfg_server *s = &p->servers[j];
+			struct control_admin *a = control_admin_find(c,
+			    p->name, s->name, s->address.text);
+
+			shm_admin_set(rt->pools[i].server_slot[j], a != NULL ?
+			    a->state : SHM_ADMIN_READY);
+		}
+	}
+}
+
+void
 control_set_runtime(struct control *c, const struct runtime *rt)
 {
 	struct control_admin *keep;
@@ -140,7 +184,11 @@ control_set_runtime(struct control *c, const struct runtime *rt)
 	if (c == NULL)
 		return;
 	c->rt = rt;
+	control_apply_admin(c, rt);
+	/* Forget the states of servers the new runtime does not have. */
 	keep = calloc(c->nadmin + 1, sizeof(*keep));
+	if (keep == NULL)
+		return;		/* out of memory: keep the old table */
 	for (size_t i = 0; i < rt->npools; i++) {
 		const struct cfg_pool *p = rt->pools[i].cfg;
 
@@ -148,16 +196,11 @@ control_set_runtime(struct control *c, const struct runtime *rt)
 			const struct cfg_server *s = &p->servers[j];
 			struct control_admin *a = control_admin_find(c,
 			    p->name, s->name, s->address.text);
-			enum shm_admin st = a != NULL ? a->state :
-			    SHM_ADMIN_READY;
 
-			shm_admin_set(rt->pools[i].server_slot[j], st);
-			if (a != NULL && keep != NULL)
+			if (a != NULL)
 				keep[nkeep++] = *a;
 		}
 	}
-	if (keep == NULL)
-		return;		/* out of memory: keep the old table */
 	free(c->admin);
 	c->admin = keep;
 	c->nadmin = nkeep;
@@ -211,15 +254,28 @@ control_json_server(struct evbuffer *out, const struct cfg_server *s,
 }
 
 static void
-control_cmd_status(struct control *c, struct evbuffer *out, int argc,
+control_cmd_status(struct control_conn *cc, struct evbuffer *out, int argc,
     char **argv)
 {
-	static struct control_worker w[SHM_MAX_WORKERS];
+	struct control *c = cc->c;
 	const struct runtime *rt = c->rt;
 	int64_t now = net_now_us();
-	size_t nw;
+	struct control_worker *w;
+	size_t nw, cap = 64;
 
-	nw = c->workers(c->workers_arg, w, SHM_MAX_WORKERS);
+	/* Ask again with room for all, should there be more. */
+	for (;;) {
+		w = calloc(cap, sizeof(*w));
+		if (w == NULL) {
+			control_answer_error(out, "out of memory");
+			return;
+		}
+		nw = c->workers(c->workers_arg, w, cap);
+		if (nw < cap)
+			break;
+		free(w);
+		cap *= 4;
+	}
 	evbuffer_add_printf(out, "{\"version\":\"%s\",\"uptime_s\":%lld,"
 	    "\"generation\":%u,\"workers\":[", SMTPFRONT_VERSION,
 	    (long long)((now - c->started_us) / 1000000), rt->generation);
@@ -228,6 +284,7 @@ control_cmd_status(struct control *c, struct evbuffer *out, int argc,
 			evbuffer_add(out, ",", 1);
 		control_json_worker(out, &w[i]);
 	}
+	free(w);
 	evbuffer_add_printf(out, "],\"pools\":[");
 	for (size_t i = 0; i < rt->npools; i++) {
 		const struct cfg_pool *p = rt->pools[i].cfg;
@@ -250,9 +307,10 @@ control_cmd_status(struct control *c, struct evbuffer *out, int argc,
 }
 
 static void
-control_set_admin(struct control *c, struct evbuffer *out, const char *which,
-    enum shm_admin state)
+control_set_admin(struct control_conn *cc, struct evbuffer *out,
+    const char *which, enum shm_admin state)
 {
+	struct control *c = cc->c;
 	const struct runtime *rt = c->rt;
 	const char *slash = strchr(which, '/');
 	char msg[256];
@@ -273,8 +331,10 @@ control_set_admin(struct control *c, struct evbuffer *out, const char *which,
 				return;
 			}
 			shm_admin_set(rt->pools[i].server_slot[j], state);
-			log_info("control: server %s/%s is now %s", p->name,
-			    s->name, shm_admin_names[state]);
+			log_info("control: server %s/%s is now %s (uid %ld "
+			    "pid %ld)", p->name, s->name,
+			    shm_admin_names[state], (long)cc->uid,
+			    (long)cc->pid);
 			evbuffer_add_printf(out, "{\"ok\":true}\n");
 			return;
 		}
@@ -284,52 +344,97 @@ control_set_admin(struct control *c, struct evbuffer *out, const char *which,
 }
 
 static void
-control_cmd_enable(struct control *c, struct evbuffer *out, int argc,
+control_cmd_enable(struct control_conn *cc, struct evbuffer *out, int argc,
     char **argv)
 {
-	control_set_admin(c, out, argv[1], SHM_ADMIN_READY);
+	control_set_admin(cc, out, argv[1], SHM_ADMIN_READY);
 }
 
 static void
-control_cmd_disable(struct control *c, struct evbuffer *out, int argc,
+control_cmd_disable(struct control_conn *cc, struct evbuffer *out, int argc,
     char **argv)
 {
-	control_set_admin(c, out, argv[1], SHM_ADMIN_MAINT);
+	control_set_admin(cc, out, argv[1], SHM_ADMIN_MAINT);
 }
 
 static void
-control_cmd_drain(struct control *c, struct evbuffer *out, int argc,
+control_cmd_drain(struct control_conn *cc, struct evbuffer *out, int argc,
     char **argv)
 {
-	control_set_admin(c, out, argv[1], SHM_ADMIN_DRAIN);
+	control_set_admin(cc, out, argv[1], SHM_ADMIN_DRAIN);
 }
 
 static void
-control_cmd_reload(struct control *c, struct evbuffer *out, int argc,
+control_cmd_reload(struct control_conn *cc, struct evbuffer *out, int argc,
     char **argv)
 {
-	static char err[16384];
-	unsigned gen;
-	char *p, *nl;
-	bool first = true;
+	struct control *c = cc->c;
+	char who[96], err[512];
 
+	snprintf(who, sizeof(who), "control client uid %ld pid %ld",
+	    (long)cc->uid, (long)cc->pid);
 	err[0] = '\0';
-	gen = c->reload(c->workers_arg, err, sizeof(err));
-	if (gen != 0) {
-		evbuffer_add_printf(out, "{\"ok\":true,\"generation\":%u}\n",
-		    gen);
-		return;
+	/* Waiting before the call: the answer may come within it. */
+	cc->state = CONTROL_WAITING;
+	if (c->reload(c->workers_arg, who, err, sizeof(err)) == -1) {
+		cc->state = CONTROL_ANSWERING;
+		control_answer_error(out, err[0] != '\0' ? err :
+		    "reload refused");
 	}
-	evbuffer_add_printf(out, "{\"ok\":false,\"error\":\"reload failed; "
-	    "the running configuration is unchanged\",\"errors\":[");
-	for (p = err; (nl = strchr(p, '\n')) != NULL; p = nl + 1) {
-		*nl = '\0';
+}
+
+/* Append each '\n'-terminated line of text as a JSON string array. */
+static void
+control_json_lines(struct evbuffer *out, const char *text)
+{
+	const char *p, *nl;
+	bool first = true;
+	char line[1024];
+
+	evbuffer_add(out, "[", 1);
+	for (p = text; p != NULL && (nl = strchr(p, '\n')) != NULL;
+	    p = nl + 1) {
+		snprintf(line, sizeof(line), "%.*s", (int)(nl - p), p);
 		if (!first)
 			evbuffer_add(out, ",", 1);
-		(void)!json_write_string(out, p);
+		(void)!json_write_string(out, line);
 		first = false;
 	}
-	evbuffer_add_printf(out, "]}\n");
+	evbuffer_add(out, "]", 1);
+}
+
+static void control_conn_send(struct control_conn *cc);
+
+void
+control_reload_done(struct control *c, unsigned generation,
+    const char *errors, const char *warnings)
+{
+	struct control_conn *cc;
+
+	if (c == NULL)
+		return;
+	TAILQ_FOREACH(cc, &c->conns, entry) {
+		struct evbuffer *out;
+
+		if (cc->state != CONTROL_WAITING)
+			continue;
+		out = bufferevent_get_output(cc->bev);
+		if (generation != 0) {
+			evbuffer_add_printf(out, "{\"ok\":true,"
+			    "\"generation\":%u,\"warnings\":", generation);
+		} else {
+			evbuffer_add_printf(out, "{\"ok\":false,\"error\":"
+			    "\"reload failed; generation %u keeps running with "
+			    "the configuration it has\",\"errors\":",
+			    c->rt->generation);
+			control_json_lines(out, errors);
+			evbuffer_add_printf(out, ",\"warnings\":");
+		}
+		control_json_lines(out, warnings);
+		evbuffer_add_printf(out, "}\n");
+		cc->state = CONTROL_ANSWERING;
+		control_conn_send(cc);
+	}
 }
 
 static const struct control_command control_commands[] = {
@@ -355,7 +460,7 @@ control_quote_verb(const char *in, char *out, size_t cap)
 }
 
 static void
-control_dispatch(struct control *c, char *line, struct evbuffer *out)
+control_dispatch(struct control_conn *cc, char *line, struct evbuffer *out)
 {
 	char *argv[CONTROL_MAX_ARGS + 1], *save = NULL, *tok;
 	char quoted[72], msg[160];
@@ -385,7 +490,7 @@ control_dispatch(struct control *c, char *line, struct evbuffer *out)
 			control_answer_error(out, msg);
 			return;
 		}
-		cmd->handler(c, out, argc, argv);
+		cmd->handler(cc, out, argc, argv);
 		return;
 	}
 	control_quote_verb(argv[0], quoted, sizeof(quoted));
@@ -404,12 +509,7 @@ control_conn_free(struct control_conn *cc)
 {
 	struct control *c = cc->c;
 
-	if (cc->prev != NULL)
-		cc->prev->next = cc->next;
-	else
-		c->conns = cc->next;
-	if (cc->next != NULL)
-		cc->next->prev = cc->prev;
+	TAILQ_REMOVE(&c->conns, cc, entry);
 	c->nconns--;
 	/*
 	 * bufferevent_free() closes the socket only when libevent runs its
@@ -432,22 +532,35 @@ control_on_written(struct bufferevent *bev, void *arg)
 	control_conn_free(arg);
 }
 
+/* The answer is in the output buffer: write it, then close. */
+static void
+control_conn_send(struct control_conn *cc)
+{
+	bufferevent_setcb(cc->bev, NULL, control_on_written,
+	    control_on_conn_event, cc);
+	bufferevent_enable(cc->bev, EV_WRITE);
+}
+
 /* Queue the answer to `line` (NULL: the request was too long) and close
- * once it is written. */
+ * once it is written; a reload waits for its answer instead. */
 static void
 control_conn_answer(struct control_conn *cc, char *line)
 {
 	struct evbuffer *out = bufferevent_get_output(cc->bev);
 
-	cc->answered = true;
+	cc->state = CONTROL_ANSWERING;
 	bufferevent_disable(cc->bev, EV_READ);
 	if (line == NULL)
 		control_answer_error(out, "request too long");
 	else
-		control_dispatch(cc->c, line, out);
-	bufferevent_setcb(cc->bev, NULL, control_on_written,
-	    control_on_conn_event, cc);
-	bufferevent_enable(cc->bev, EV_WRITE);
+		control_dispatch(cc, line, out);
+	if (cc->state == CONTROL_WAITING) {
+		/* The master bounds a reload; no idle timeout meanwhile. */
+		evtimer_del(cc->deadline);
+		bufferevent_set_timeouts(cc->bev, NULL, NULL);
+		return;
+	}
+	control_conn_send(cc);
 }
 
 static void
@@ -458,7 +571,7 @@ control_on_conn_read(struct bufferevent *bev, void *arg)
 	size_t n = 0;
 	char *line;
 
-	if (cc->answered)
+	if (cc->state != CONTROL_READING)
 		return;
 	line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF);
 	if (line != NULL) {
@@ -489,8 +602,8 @@ control_on_conn_event(struct bufferevent *bev, short what, void *arg)
 
 	/* A client that wrote its command without a newline and shut down
 	 * its side still gets an answer. */
-	if ((what & BEV_EVENT_EOF) && !cc->answered && len > 0 &&
-	    len <= CONTROL_LINE_MAX) {
+	if ((what & BEV_EVENT_EOF) && cc->state == CONTROL_READING &&
+	    len > 0 && len <= CONTROL_LINE_MAX) {
 		char line[CONTROL_LINE_MAX + 1];
 
 		evbuffer_remove(in, line, len);
@@ -501,6 +614,8 @@ control_on_conn_event(struct bufferevent *bev, short what, void *arg)
 		control_conn_answer(cc, line);
 		return;
 	}
+	if (cc->state == CONTROL_WAITING)
+		return;			/* answered when the reload is over */
 	if (what & BEV_EVENT_TIMEOUT)
 		log_debug("control: closing an idle connection");
 	control_conn_free(cc);
@@ -516,24 +631,170 @@ control_on_deadline(evutil_socket_t fd, short what, void *arg)
 	control_conn_free(arg);
 }
 
+/* ------------------------------------------------------------ crowding */
+
+static void
+control_warn_flush(struct control *c)
+{
+	if (c->evicted + c->refused + c->paused == 0)
+		return;
+	log_warnx("control: crowded (at most %d connections, %d per user): "
+	    "%u idle connection(s) closed to make room, %u refused, accepting "
+	    "paused %u time(s) for lack of descriptors (next report in %d s "
+	    "at the earliest)", CONTROL_MAX_CONNS, CONTROL_MAX_PER_UID,
+	    c->evicted, c->refused, c->paused, CONTROL_WARN_EVERY_S);
+	c->evicted = c->refused = c->paused = 0;
+	c->warned_us = net_now_us();
+}
+
+static void
+control_on_warn_timer(evutil_socket_t fd, short what, void *arg)
+{
+	control_warn_flush(arg);
+}
+
+/* Something crowded happened: say so now, or at the next report. */
+static void
+control_warn_crowded(struct control *c)
+{
+	int64_t next = c->warned_us + (int64_t)CONTROL_WARN_EVERY_S * 1000000;
+	int64_t now = net_now_us();
+
+	if (c->warned_us == 0 || now >= next) {
+		control_warn_flush(c);
+		return;
+	}
+	if (!evtimer_pending(c->warn_timer, NULL)) {
+		struct timeval tv = { (next - now) / 1000000,
+		    (next - now) % 1000000 };
+
+		evtimer_add(c->warn_timer, &tv);
+	}
+}
+
+/* Has the client sent a whole request line, even if not read yet? */
+static bool
+control_conn_has_request(struct control_conn *cc)
+{
+	struct evbuffer *in = bufferevent_get_input(cc->bev);
+	struct evbuffer_ptr p;
+	char buf[CONTROL_LINE_MAX + 1];
+	ssize_t n;
+
+	p = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+	if (p.pos != -1)
+		return true;
+	n = recv(bufferevent_getfd(cc->bev), buf, sizeof(buf),
+	    MSG_PEEK | MSG_DONTWAIT);
+	return n > 0 && memchr(buf, '\n', (size_t)n) != NULL;
+}
+
+/* Close the oldest connection (of `uid`, or of anyone when uid is -1)
+ * that has not sent its request; false when there is none. */
+static bool
+control_evict(struct control *c, uid_t uid)
+{
+	struct control_conn *cc;
+
+	TAILQ_FOREACH(cc, &c->conns, entry) {
+		if (cc->state != CONTROL_READING ||
+		    (uid != (uid_t)-1 && cc->uid != uid) ||
+		    control_conn_has_request(cc))
+			continue;
+		log_debug("control: closing an idle connection of uid %ld to "
+		    "make room", (long)cc->uid);
+		control_conn_free(cc);
+		c->evicted++;
+		return true;
+	}
+	return false;
+}
+
+static size_t
+control_conns_of(const struct control *c, uid_t uid)
+{
+	const struct control_conn *cc;
+	size_t n = 0;
+
+	TAILQ_FOREACH(cc, &c->conns, entry)
+		n += cc->uid == uid;
+	return n;
+}
+
+/* Room for one more connection of uid: true, or false (refuse it). */
+static bool
+control_make_room(struct control *c, uid_t uid)
+{
+	bool ok = true, crowded = false;
+
+	if (control_conns_of(c, uid) >= CONTROL_MAX_PER_UID) {
+		ok = control_evict(c, uid);
+		crowded = true;
+	}
+	if (ok && c->nconns >= CONTROL_MAX_CONNS) {
+		ok = control_evict(c, (uid_t)-1);
+		crowded = true;
+	}
+	if (!ok)
+		c->refused++;
+	if (crowded)
+		control_warn_crowded(c);
+	return ok;
+}
+
+static void
+control_on_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct control *c = arg;
+
+	if (event_add(c->listen_ev, NULL) == -1)
+		log_warnx("control: cannot watch the socket again");
+}
+
 static void
 control_on_accept(evutil_socket_t fd, short what, void *arg)
 {
 	struct control *c = arg;
 	struct timeval tv = { CONTROL_TIMEOUT_S, 0 };
 	struct control_conn *cc;
+	struct ucred cred;
+	socklen_t credlen;
 	int s;
 
 	for (int i = 0; i < CONTROL_ACCEPT_BATCH; i++) {
 		s = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (s == -1) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK &&
-			    errno != EINTR && errno != ECONNABORTED)
+			struct timeval pause = { 0,
+			    CONTROL_EMFILE_PAUSE_MS * 1000 };
+
+			if (errno == EAGAIN || errno == EWOULDBLOCK ||
+			    errno == EINTR || errno == ECONNABORTED)
+				return;
+			if (errno != EMFILE && errno != ENFILE &&
+			    errno != ENOBUFS && errno != ENOMEM) {
 				log_warn("control: accept");
+				return;
+			}
+			/* An idle connection's descriptor is the next
+			 * client's; with none to take, wait: the socket
+			 * stays readable, so watching it now would spin. */
+			if (control_evict(c, (uid_t)-1)) {
+				control_warn_crowded(c);
+				continue;
+			}
+			c->paused++;
+			control_warn_crowded(c);
+			event_del(c->listen_ev);
+			evtimer_add(c->resume_timer, &pause);
 			return;
 		}
-		if (c->nconns >= CONTROL_MAX_CONNS) {
-			log_warnx("control: too many connections; closing one");
+		credlen = sizeof(cred);
+		if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred,
+		    &credlen) == -1) {
+			cred.uid = (uid_t)-1;
+			cred.pid = 0;
+		}
+		if (!control_make_room(c, cred.uid)) {
 			close(s);
 			continue;
 		}
@@ -550,10 +811,10 @@ control_on_accept(evutil_socket_t fd, short what, void *arg)
 			continue;
 		}
 		cc->c = c;
-		cc->next = c->conns;
-		if (c->conns != NULL)
-			c->conns->prev = cc;
-		c->conns = cc;
+		cc->uid = cred.uid;
+		cc->pid = cred.pid;
+		cc->state = CONTROL_READING;
+		TAILQ_INSERT_TAIL(&c->conns, cc, entry);
 		c->nconns++;
 		/* Reading stops one byte past the longest line allowed: that
 		 * byte, without a newline before it, is the "too long". */
@@ -711,13 +972,17 @@ control_new(struct event_base *base, const struct runtime *rt,
 	c->workers_arg = arg;
 	c->fd = -1;
 	c->started_us = net_now_us();
+	TAILQ_INIT(&c->conns);
 	if (control_listen(c, rt->cfg) == -1) {
 		control_free(c);
 		return NULL;
 	}
 	c->listen_ev = event_new(base, c->fd, EV_READ | EV_PERSIST,
 	    control_on_accept, c);
-	if (c->listen_ev == NULL || event_add(c->listen_ev, NULL) == -1) {
+	c->resume_timer = evtimer_new(base, control_on_resume, c);
+	c->warn_timer = evtimer_new(base, control_on_warn_timer, c);
+	if (c->listen_ev == NULL || c->resume_timer == NULL ||
+	    c->warn_timer == NULL || event_add(c->listen_ev, NULL) == -1) {
 		log_warnx("control: cannot watch the socket");
 		control_free(c);
 		return NULL;
@@ -732,10 +997,14 @@ control_free(struct control *c)
 {
 	if (c == NULL)
 		return;
-	while (c->conns != NULL)
-		control_conn_free(c->conns);
+	while (!TAILQ_EMPTY(&c->conns))
+		control_conn_free(TAILQ_FIRST(&c->conns));
 	if (c->listen_ev != NULL)
 		event_free(c->listen_ev);
+	if (c->resume_timer != NULL)
+		event_free(c->resume_timer);
+	if (c->warn_timer != NULL)
+		event_free(c->warn_timer);
 	if (c->fd != -1)
 		close(c->fd);
 	if (c->path[0] != '\0')

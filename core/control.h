@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * control: the master's unix control socket (status, enable, disable,
- * drain). Served from the master's event loop, never blocking it; the
- * master owns the admin state it writes to shared memory.
+ * drain, reload). Served from the master's event loop, never blocking it;
+ * the master owns the admin state it writes to shared memory. A reload is
+ * answered when it is over (every new worker accepting, or failed), so its
+ * connection waits while everything else goes on.
  */
 #ifndef SMTPFRONT_CONTROL_H
 #define SMTPFRONT_CONTROL_H
@@ -29,9 +31,13 @@ struct control_worker {
 typedef size_t (*control_workers_fn)(void *arg, struct control_worker *out,
     size_t cap);
 
-/* Reload the config: the new generation, or 0 with the reasons in err, one
- * per line. */
-typedef unsigned (*control_reload_fn)(void *arg, char *err, size_t cap);
+/*
+ * Start a reload asked for by `who` (for the log): 0 when started, the
+ * answer then comes through control_reload_done() (possibly before this
+ * returns); -1 when refused at once, with the reason in err.
+ */
+typedef int (*control_reload_fn)(void *arg, const char *who, char *err,
+    size_t cap);
 
 /*
  * Create the socket at rt->cfg->control (parent directory, stale socket,
@@ -46,5 +52,15 @@ void control_free(struct control *c);
 /* A new runtime (reload): admin states of servers with the same pool, name
  * and address are written to their new shm slots. */
 void control_set_runtime(struct control *c, const struct runtime *rt);
+/* The same writes for a runtime about to be started (before its children
+ * fork), without making it the one `status` shows. */
+void control_apply_admin(struct control *c, const struct runtime *rt);
+/*
+ * The reload that was started is over: answer every connection waiting for
+ * it. generation 0 = failed; errors and warnings are lines ('\n'
+ * terminated), either may be empty.
+ */
+void control_reload_done(struct control *c, unsigned generation,
+    const char *errors, const char *warnings);
 
 #endif

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,25 +54,41 @@ rt_same_addr(const struct cfg_addr *a, const struct cfg_addr *b)
 }
 
 /*
- * The slot for `key`: the one holding it, else a free one. claimed[] marks
- * the slots this build already gave out. Returns -1 when none is left.
+ * The slot for `key` in a table of *n (grown as needed): the one recorded
+ * for it, else one that nothing holds, else a new one. claimed[] (as long
+ * as the table) marks the slots this build already gave out. -1 when the
+ * table cannot grow.
  */
 static int
-rt_slot_find(const struct rt_slot_owner *owners, bool *claimed, size_t n,
-    const char *key, unsigned oldest_live)
+rt_slot_find(struct rt_slot_owner **owners, size_t *n, bool **claimed,
+    const char *key, size_t max)
 {
-	for (size_t i = 0; i < n; i++)
-		if (!claimed[i] && strcmp(owners[i].key, key) == 0) {
-			claimed[i] = true;
+	struct rt_slot_owner *no;
+	bool *nc;
+
+	for (size_t i = 0; i < *n; i++)
+		if (!(*claimed)[i] && strcmp((*owners)[i].key, key) == 0) {
+			(*claimed)[i] = true;
 			return (int)i;
 		}
-	for (size_t i = 0; i < n; i++)
-		if (!claimed[i] && (owners[i].key[0] == '\0' ||
-		    owners[i].generation < oldest_live)) {
-			claimed[i] = true;
+	for (size_t i = 0; i < *n; i++)
+		if (!(*claimed)[i] && (*owners)[i].users == 0) {
+			(*claimed)[i] = true;
 			return (int)i;
 		}
-	return -1;
+	if (*n >= max || *n >= INT_MAX)
+		return -1;
+	no = realloc(*owners, (*n + 1) * sizeof(**owners));
+	if (no == NULL)
+		return -1;
+	*owners = no;
+	nc = realloc(*claimed, (*n + 1) * sizeof(**claimed));
+	if (nc == NULL)
+		return -1;
+	*claimed = nc;
+	memset(&no[*n], 0, sizeof(no[*n]));
+	nc[*n] = true;
+	return (int)(*n)++;
 }
 
 /* Does one of rt's binds use socket fd (taken over or its own)? */
@@ -120,18 +137,22 @@ rt_discard(struct runtime *rt)
 
 struct runtime *
 runtime_new(struct config *cfg, unsigned generation,
-    const struct runtime *prev, const struct rt_slots *slots,
-    unsigned oldest_live, char *err, size_t errcap)
+    const struct runtime *prev, struct rt_slots *slots, char *err,
+    size_t errcap)
 {
-	bool sclaimed[SHM_MAX_SERVERS] = { false };
-	bool lclaimed[SHM_MAX_LISTENERS] = { false };
 	char key[sizeof(slots->servers[0].key)];
+	bool *sclaimed, *lclaimed;
 	struct runtime *rt;
 	bool ok = true;
 
 	rt = calloc(1, sizeof(*rt));
-	if (rt == NULL) {
+	sclaimed = calloc(slots->nservers + 1, sizeof(*sclaimed));
+	lclaimed = calloc(slots->nlisteners + 1, sizeof(*lclaimed));
+	if (rt == NULL || sclaimed == NULL || lclaimed == NULL) {
 		rt_err(err, errcap, "out of memory");
+		free(rt);
+		free(sclaimed);
+		free(lclaimed);
 		return NULL;
 	}
 	rt->cfg = cfg;
@@ -140,8 +161,7 @@ runtime_new(struct config *cfg, unsigned generation,
 	rt->pools = calloc(cfg->npools + 1, sizeof(*rt->pools));
 	if (rt->listeners == NULL || rt->pools == NULL) {
 		rt_err(err, errcap, "out of memory");
-		rt_discard(rt);
-		return NULL;
+		goto fail;
 	}
 	for (size_t i = 0; i < cfg->npools; i++) {
 		const struct cfg_pool *p = &cfg->pools[i];
@@ -152,25 +172,30 @@ runtime_new(struct config *cfg, unsigned generation,
 		    sizeof(unsigned));
 		if (rt->pools[i].server_slot == NULL) {
 			rt_err(err, errcap, "out of memory");
-			rt_discard(rt);
-			return NULL;
+			goto fail;
 		}
 		for (size_t j = 0; j < p->nservers; j++) {
 			int slot;
 
 			rt_server_key(p, &p->servers[j], key, sizeof(key));
-			slot = rt_slot_find(slots->servers, sclaimed,
-			    SHM_MAX_SERVERS, key, oldest_live);
+			slot = rt_slot_find(&slots->servers, &slots->nservers,
+			    &sclaimed, key, SHM_MAX_SERVER_SLOTS);
 			if (slot == -1) {
-				rt_err(err, errcap, "too many servers: at most "
-				    "%d, counting those that draining workers "
-				    "of an older generation still use",
-				    SHM_MAX_SERVERS);
-				rt_discard(rt);
-				return NULL;
+				rt_err(err, errcap, "pool %s: no shared memory "
+				    "slot for server %s: %zu in use, counting "
+				    "those that draining workers of an older "
+				    "generation still use (at most %u)",
+				    p->name, p->servers[j].name,
+				    slots->nservers, SHM_MAX_SERVER_SLOTS);
+				goto fail;
 			}
 			rt->pools[i].server_slot[j] = (unsigned)slot;
 		}
+	}
+	if (shm_servers_reserve(slots->nservers) == -1) {
+		rt_err(err, errcap, "shared memory: cannot make room for %zu "
+		    "server slots: %s", slots->nservers, strerror(errno));
+		goto fail;
 	}
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct cfg_listener *lc = &cfg->listeners[i];
@@ -179,21 +204,17 @@ runtime_new(struct config *cfg, unsigned generation,
 
 		rt->nlisteners++;
 		l->cfg = lc;
-		slot = rt_slot_find(slots->listeners, lclaimed,
-		    SHM_MAX_LISTENERS, lc->name, oldest_live);
+		slot = rt_slot_find(&slots->listeners, &slots->nlisteners,
+		    &lclaimed, lc->name, INT_MAX);
 		if (slot == -1) {
-			rt_err(err, errcap, "too many listeners: at most %d, "
-			    "counting those that draining workers of an older "
-			    "generation still use", SHM_MAX_LISTENERS);
-			rt_discard(rt);
-			return NULL;
+			rt_err(err, errcap, "out of memory");
+			goto fail;
 		}
 		l->slot = (unsigned)slot;
 		l->binds = calloc(lc->nbinds + 1, sizeof(*l->binds));
 		if (l->binds == NULL) {
 			rt_err(err, errcap, "out of memory");
-			rt_discard(rt);
-			return NULL;
+			goto fail;
 		}
 		for (size_t j = 0; j < lc->nbinds; j++) {
 			struct rt_bind *b = &l->binds[j];
@@ -219,11 +240,83 @@ runtime_new(struct config *cfg, unsigned generation,
 			}
 		}
 	}
-	if (!ok) {
-		rt_discard(rt);
-		return NULL;
-	}
+	if (!ok)
+		goto fail;
+	free(sclaimed);
+	free(lclaimed);
 	return rt;
+fail:
+	free(sclaimed);
+	free(lclaimed);
+	rt_discard(rt);
+	return NULL;
+}
+
+/* Each slot rt uses, once: fn(owner, key). */
+static void
+rt_each_slot(struct runtime *rt, struct rt_slots *slots,
+    void (*fn)(struct rt_slot_owner *, const char *, unsigned, bool,
+    void *), void *arg)
+{
+	char key[sizeof(slots->servers[0].key)];
+
+	for (size_t i = 0; i < rt->npools; i++) {
+		const struct cfg_pool *p = rt->pools[i].cfg;
+
+		for (size_t j = 0; j < p->nservers; j++) {
+			unsigned slot = rt->pools[i].server_slot[j];
+
+			rt_server_key(p, &p->servers[j], key, sizeof(key));
+			fn(&slots->servers[slot], key, slot, true, arg);
+		}
+	}
+	for (size_t i = 0; i < rt->nlisteners; i++) {
+		struct rt_listener *l = &rt->listeners[i];
+
+		fn(&slots->listeners[l->slot], l->cfg->name, l->slot, false,
+		    arg);
+	}
+}
+
+static void
+rt_hold_slot(struct rt_slot_owner *o, const char *key, unsigned slot,
+    bool server, void *arg)
+{
+	if (o->users == 0) {
+		/* Nothing live uses it: whatever it held is history, even
+		 * for the same key (a server that comes back starts afresh). */
+		if (server)
+			shm_server_forget(slot);
+		snprintf(o->key, sizeof(o->key), "%s", key);
+		o->generation = 0;
+	}
+	o->users++;
+}
+
+static void
+rt_release_slot(struct rt_slot_owner *o, const char *key, unsigned slot,
+    bool server, void *arg)
+{
+	if (o->users > 0)
+		o->users--;
+}
+
+void
+runtime_hold(struct runtime *rt, struct rt_slots *slots)
+{
+	if (rt->held)
+		return;
+	rt_each_slot(rt, slots, rt_hold_slot, NULL);
+	rt->held = true;
+}
+
+void
+runtime_release(struct runtime *rt, struct rt_slots *slots)
+{
+	if (!rt->held)
+		return;
+	rt_each_slot(rt, slots, rt_release_slot, NULL);
+	rt->held = false;
 }
 
 static bool
@@ -240,7 +333,6 @@ void
 runtime_commit(struct runtime *rt, struct runtime *prev,
     struct rt_slots *slots, struct rt_diff *diff)
 {
-	char key[sizeof(slots->servers[0].key)];
 	struct rt_diff d;
 
 	memset(&d, 0, sizeof(d));
@@ -251,27 +343,19 @@ runtime_commit(struct runtime *rt, struct runtime *prev,
 			struct rt_slot_owner *o =
 			    &slots->servers[rt->pools[i].server_slot[j]];
 
-			rt_server_key(p, &p->servers[j], key, sizeof(key));
 			/* Kept only from the previous generation: a server
 			 * that comes back later starts afresh. */
-			if (prev != NULL && strcmp(o->key, key) == 0 &&
-			    o->generation == prev->generation) {
+			if (prev != NULL && o->generation == prev->generation)
 				d.servers_kept++;
-			} else {
+			else
 				d.servers_added++;
-				shm_server_forget(rt->pools[i].server_slot[j]);
-				snprintf(o->key, sizeof(o->key), "%s", key);
-			}
 			o->generation = rt->generation;
 		}
 	}
 	for (size_t i = 0; i < rt->nlisteners; i++) {
 		struct rt_listener *l = &rt->listeners[i];
-		struct rt_slot_owner *o = &slots->listeners[l->slot];
 
-		if (strcmp(o->key, l->cfg->name) != 0)
-			snprintf(o->key, sizeof(o->key), "%s", l->cfg->name);
-		o->generation = rt->generation;
+		slots->listeners[l->slot].generation = rt->generation;
 		for (size_t j = 0; j < l->nbinds; j++) {
 			if (l->binds[j].inherited)
 				d.listeners_kept++;
@@ -306,20 +390,54 @@ runtime_commit(struct runtime *rt, struct runtime *prev,
 }
 
 void
+runtime_close(struct runtime *rt)
+{
+	for (size_t i = 0; i < rt->nlisteners; i++)
+		for (size_t j = 0; j < rt->listeners[i].nbinds; j++)
+			if (rt->listeners[i].binds[j].fd != -1) {
+				close(rt->listeners[i].binds[j].fd);
+				rt->listeners[i].binds[j].fd = -1;
+			}
+}
+
+void
+runtime_abandon(struct runtime *rt)
+{
+	for (size_t i = 0; i < rt->nlisteners; i++)
+		for (size_t j = 0; j < rt->listeners[i].nbinds; j++)
+			if (rt->listeners[i].binds[j].inherited)
+				rt->listeners[i].binds[j].fd = -1;
+	runtime_close(rt);
+}
+
+void
+runtime_slot_caps(const struct rt_slots *slots, size_t *servers,
+    size_t *listeners)
+{
+	*servers = slots->nservers;
+	*listeners = slots->nlisteners;
+}
+
+void
 runtime_free(struct runtime *rt)
 {
 	if (rt == NULL)
 		return;
-	for (size_t i = 0; i < rt->nlisteners; i++) {
-		for (size_t j = 0; j < rt->listeners[i].nbinds; j++)
-			if (rt->listeners[i].binds[j].fd != -1)
-				close(rt->listeners[i].binds[j].fd);
+	runtime_close(rt);
+	for (size_t i = 0; i < rt->nlisteners; i++)
 		free(rt->listeners[i].binds);
-	}
 	free(rt->listeners);
 	for (size_t i = 0; i < rt->npools; i++)
 		free(rt->pools[i].server_slot);
 	free(rt->pools);
 	cfg_free(rt->cfg);
 	free(rt);
+}
+
+void
+runtime_slots_free(struct rt_slots *slots)
+{
+	free(slots->servers);
+	free(slots->listeners);
+	memset(slots, 0, sizeof(*slots));
 }

@@ -7,9 +7,11 @@
  * Across reloads the master keeps a slot table: a server keeps its shm slot
  * (so its health, admin state and counters) while its pool, name and
  * address stay the same, and a listener keeps its slot while its name
- * stays. A slot given up by a reload is reused only after every process of
- * the generations that used it has exited, so a draining worker never
- * counts into somebody else's slot.
+ * stays. Each slot counts the runtimes that hold it (the current one, and
+ * any whose children still run: a draining generation, or the workers of
+ * a reload that failed and are finishing their sessions); a slot is given
+ * to another server or listener only when nothing holds it, so a draining
+ * worker never counts into somebody else's slot.
  */
 #ifndef SMTPFRONT_RUNTIME_H
 #define SMTPFRONT_RUNTIME_H
@@ -45,16 +47,21 @@ struct runtime {
 	size_t nlisteners;
 	struct rt_pool *pools;
 	size_t npools;
+	unsigned nchildren;		/* master: live children started with it */
+	bool held;			/* master: runtime_hold() done */
 };
 
-/* Who holds each shm slot (master only). Zero-initialised = all free. */
+/* Who holds each shm slot (master only). Zero-initialised = empty. */
 struct rt_slot_owner {
 	char key[224];			/* "" = never used */
-	unsigned generation;		/* newest generation that used it */
+	unsigned generation;		/* newest committed generation that used it */
+	unsigned users;			/* runtimes holding it */
 };
 struct rt_slots {
-	struct rt_slot_owner servers[SHM_MAX_SERVERS];
-	struct rt_slot_owner listeners[SHM_MAX_LISTENERS];
+	struct rt_slot_owner *servers;
+	size_t nservers;
+	struct rt_slot_owner *listeners;
+	size_t nlisteners;
 };
 
 /* What changed between two runtimes (for the reload log line). */
@@ -65,25 +72,41 @@ struct rt_diff {
 
 /*
  * Build the runtime of `cfg` (taking ownership of it only on success):
- * assign slots, take over the listening socket of every bind address that
- * `prev` already has, bind the others. Slots of generations older than
- * `oldest_live` are free for reuse. On failure nothing changed (sockets this
- * call bound are closed again), the reasons are appended to err as lines,
- * and NULL is returned.
+ * assign slots (growing the table and shared memory as needed), take over
+ * the listening socket of every bind address that `prev` already has, bind
+ * the others. On failure nothing that matters changed (sockets this call
+ * bound are closed again), the reasons are appended to err as lines, and
+ * NULL is returned.
  */
 struct runtime *runtime_new(struct config *cfg, unsigned generation,
-    const struct runtime *prev, const struct rt_slots *slots,
-    unsigned oldest_live, char *err, size_t errcap)
-    __attribute__((warn_unused_result));
+    const struct runtime *prev, struct rt_slots *slots, char *err,
+    size_t errcap) __attribute__((warn_unused_result));
 /*
- * Make `rt` current: record its slots in the table (resetting shm state of
- * a slot that changes hands), and strip from `prev` the sockets rt took
- * over, so that runtime_free(prev) closes only the removed listeners.
- * diff may be NULL.
+ * Before the first child of rt is forked: count rt as a holder of its
+ * slots; a slot nobody held is reset in shared memory (health unknown,
+ * admin ready, totals zero) and recorded as this server's.
+ */
+void runtime_hold(struct runtime *rt, struct rt_slots *slots);
+/* rt's children are all gone and it is not current: its slots may go. */
+void runtime_release(struct runtime *rt, struct rt_slots *slots);
+/*
+ * Make `rt` current: record its generation in the slots it holds, and strip
+ * from `prev` the sockets rt took over, so that runtime_close(prev) closes
+ * only the removed listeners. diff may be NULL.
  */
 void runtime_commit(struct runtime *rt, struct runtime *prev,
     struct rt_slots *slots, struct rt_diff *diff);
+/* Close the listening sockets it still holds (it stays for its slots). */
+void runtime_close(struct runtime *rt);
+/* A runtime that never became current: close the sockets it bound itself
+ * and forget those it took over from its predecessor (still in use). */
+void runtime_abandon(struct runtime *rt);
+/* Server and listener slots [0, n) a worker of rt may count into. */
+void runtime_slot_caps(const struct rt_slots *slots, size_t *servers,
+    size_t *listeners);
 /* Close the sockets it still holds, free it and its config. NULL is a no-op. */
 void runtime_free(struct runtime *rt);
+/* The slot table's memory (master exit). */
+void runtime_slots_free(struct rt_slots *slots);
 
 #endif

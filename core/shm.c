@@ -1,85 +1,432 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * shm: one anonymous shared mapping created by the master before any fork,
- * inherited by every child. Counters are plain 32/64-bit words updated with
- * relaxed atomics by their only writer; readers tolerate a value that is a
- * moment old.
+ * shm: one memory file (memfd) the master maps before any fork and extends
+ * when a reload needs more room. The mapping is made once, as large as the
+ * address space allows (up to SHM_RESERVE_MAX), over a file that starts
+ * small: every child inherits it at the same address, and when the master
+ * extends the file, the new part is there for every process at once, so
+ * nothing is ever remapped and a pointer into it stays valid. Only the
+ * file's pages that are touched take memory. Nobody reads past the file's
+ * length, which the master publishes in the header after extending it.
+ *
+ * Layout, all offsets from the start:
+ *
+ *   header      directories, written only by the master:
+ *                 server_chunk[i]: offset of the chunk holding the admin
+ *                   byte and health record of server slots [256 i, 256 i+256)
+ *                 slot_block[w]: offset of worker slot w's block
+ *   chunks      appended as server slots are needed; never move
+ *   blocks      a worker slot's block: a header with its capacities and
+ *               region offsets, then the regions; a slot that needs more
+ *               room than its block has gets a new block (the old one is
+ *               left unused)
+ *
+ * Nothing ever moves or shrinks, so a child's mapping (the prefix that
+ * existed when it was forked) stays valid; an offset beyond it is skipped.
+ * Counters are plain words updated with relaxed atomics by their only
+ * writer; readers tolerate a value that is a moment old.
  */
 #include <sys/mman.h>
 
+#include <errno.h>
+#include <sched.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "core/clients.h"
+#include "core/fdplan.h"
 #include "core/log.h"
 #include "core/shm.h"
 
 const char *const shm_health_names[] = { "unknown", "up", "down" };
 const char *const shm_admin_names[] = { "ready", "drain", "maint" };
 
-struct shm_slot {
-	uint32_t active;
-	uint32_t listener_active[SHM_MAX_LISTENERS];
-	uint32_t server_active[SHM_MAX_SERVERS];
-	uint64_t server_total[SHM_MAX_SERVERS];
-	uint64_t server_failures[SHM_MAX_SERVERS];
-};
+#define SHM_MAGIC		0x53465348u	/* "SFSH" */
+#define SHM_CHUNK		256u		/* server slots per chunk */
+#define SHM_NCHUNKS		(SHM_MAX_SERVER_SLOTS / SHM_CHUNK)
+#define SHM_ALIGN		64u
+/* A reader that finds a write in progress this many times in a row gives
+ * up: a live writer needs well under a microsecond per record. */
+#define SHM_READ_TRIES		10000
 
 struct shm_health_rec {
 	uint32_t seq;
 	uint32_t state;
 	uint32_t checks;
+	uint32_t pad;
 	double check_ms;
 	int64_t last_check_us;
 	char reason[SHM_REASON_MAX];
 };
 
-struct shm_region {
-	uint32_t slots_used;		/* highest slot index + 1 ever attached */
-	uint8_t admin[SHM_MAX_SERVERS];
-	struct shm_health_rec health[SHM_MAX_SERVERS];
-	struct shm_slot slots[SHM_MAX_WORKERS];
+struct shm_server_chunk {
+	uint8_t admin[SHM_CHUNK];
+	struct shm_health_rec health[SHM_CHUNK];
 };
 
-static struct shm_region *shm;
-static struct shm_slot *shm_mine;
-/* Master only: what workers that exited had counted, so totals survive
- * respawns and reloads. Private memory: only the master reads totals. */
-static uint64_t retired_total[SHM_MAX_SERVERS];
-static uint64_t retired_failures[SHM_MAX_SERVERS];
+struct shm_header {
+	uint32_t magic;
+	uint32_t slots_used;		/* highest slot index + 1 ever prepared */
+	uint64_t file_len;		/* bytes that may be touched */
+	uint64_t server_chunk[SHM_NCHUNKS];
+	uint64_t slot_block[SHM_MAX_WORKER_SLOTS];
+};
+
+struct shm_block {
+	uint64_t bytes;			/* the whole block */
+	uint32_t server_cap;
+	uint32_t listener_cap;
+	uint32_t active;		/* sessions open in this worker */
+	uint32_t pad;
+	uint64_t off[SHM_SLOT_NREGIONS];	/* from the block's start */
+	uint64_t len[SHM_SLOT_NREGIONS];
+};
+
+/*
+ * The shape of each region: bytes per server slot, per listener slot, and
+ * a fixed part (see shm_slot_fixed_bytes()).
+ */
+static const struct {
+	size_t per_server;
+	size_t per_listener;
+} shm_slot_shape[SHM_SLOT_NREGIONS] = {
+	[SHM_SLOT_LISTENER_ACTIVE] = { 0, sizeof(uint32_t) },
+	[SHM_SLOT_SERVER_ACTIVE] = { sizeof(uint32_t), 0 },
+	[SHM_SLOT_SERVER_TOTAL] = { sizeof(uint64_t), 0 },
+	[SHM_SLOT_SERVER_FAILURES] = { sizeof(uint64_t), 0 },
+	[SHM_SLOT_CLIENTS] = { 0, 0 },
+};
+
+/* The mapping: the same in every process. */
+static char *shm_base;
+static size_t shm_reserved;
+/* Master only. */
+static int shm_fd = -1;
+static size_t shm_file_len;
+static size_t shm_fixed[SHM_SLOT_NREGIONS];
+/* What workers that exited had counted, so totals survive respawns and
+ * reloads. Private memory: only the master reads totals. */
+static uint64_t *retired_total;
+static uint64_t *retired_failures;
+static size_t retired_n;
+/* Worker side. */
+static struct shm_block *shm_mine;
+static uint32_t *mine_listener_active, *mine_server_active;
+static uint64_t *mine_server_total, *mine_server_failures;
+
+static struct shm_header *
+shm_hdr(void)
+{
+	return (struct shm_header *)shm_base;
+}
+
+/* A fixed part of a region, from the start config. */
+static size_t
+shm_slot_fixed_bytes(enum shm_slot_region r, const struct config *cfg)
+{
+	/* The per-client table holds at most one network per session the
+	 * worker can hold (the master raised its limit before this). */
+	if (r == SHM_SLOT_CLIENTS)
+		return clients_table_bytes(fdplan_worker_sessions(
+		    fdplan_limit(false), fdplan_binds(cfg)));
+	return 0;
+}
+
+static size_t
+shm_round(size_t n, size_t to)
+{
+	return (n + to - 1) / to * to;
+}
+
+/* Master: append n bytes to the file; their offset, or 0 with errno. */
+static uint64_t
+shm_alloc(size_t n)
+{
+	size_t off = shm_round(shm_file_len, SHM_ALIGN);
+	size_t len = shm_round(off + n, (size_t)sysconf(_SC_PAGESIZE));
+
+	if (len < off || len > shm_reserved) {
+		errno = ENOSPC;
+		return 0;
+	}
+	if (ftruncate(shm_fd, (off_t)len) == -1)
+		return 0;
+	shm_file_len = len;
+	__atomic_store_n(&((struct shm_header *)shm_base)->file_len, len,
+	    __ATOMIC_RELEASE);
+	return off;
+}
+
+/* The object at off of n bytes, when it lies within the file. */
+static void *
+shm_at(uint64_t off, size_t n)
+{
+	uint64_t len = __atomic_load_n(&shm_hdr()->file_len,
+	    __ATOMIC_ACQUIRE);
+
+	if (off == 0 || off > len || n > len - off)
+		return NULL;
+	return shm_base + off;
+}
+
+/* Bytes of file a configuration needs: every generation's worker slots
+ * with every server slot, two generations at once (a reload). */
+size_t
+shm_config_bytes(const struct config *cfg)
+{
+	size_t servers = 0, listeners = cfg->nlisteners, block, chunks;
+
+	for (size_t i = 0; i < cfg->npools; i++)
+		servers += cfg->pools[i].nservers;
+	servers *= 2;
+	listeners *= 2;
+	block = sizeof(struct shm_block) + SHM_SLOT_NREGIONS * SHM_ALIGN +
+	    (servers + servers / 4 + 16) * (2 * sizeof(uint64_t) +
+	    sizeof(uint32_t)) + (listeners + listeners / 4 + 4) *
+	    sizeof(uint32_t);
+	chunks = (servers + SHM_CHUNK - 1) / SHM_CHUNK;
+	return sizeof(struct shm_header) + chunks *
+	    sizeof(struct shm_server_chunk) + 2 * (size_t)cfg->workers * block;
+}
 
 void
-shm_create(void)
+shm_create(const struct config *cfg)
 {
-	void *p;
+	size_t len = shm_round(sizeof(struct shm_header),
+	    (size_t)sysconf(_SC_PAGESIZE));
+	size_t need = shm_config_bytes(cfg) + len, r;
+	void *p = MAP_FAILED;
 
-	p = mmap(NULL, sizeof(*shm), PROT_READ | PROT_WRITE,
-	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	shm_fd = memfd_create("smtpfront-shm", MFD_CLOEXEC);
+	if (shm_fd == -1)
+		fatal("memfd_create");
+	if (ftruncate(shm_fd, (off_t)len) == -1)
+		fatal("shared memory: ftruncate %zu bytes", len);
+	/* Address space only; an environment that limits it (RLIMIT_AS,
+	 * valgrind) gets less, down to what this config needs. */
+	for (r = SHM_RESERVE_MAX; r >= need && r >= len; r /= 2) {
+		p = mmap(NULL, r, PROT_READ | PROT_WRITE,
+		    MAP_SHARED | MAP_NORESERVE, shm_fd, 0);
+		if (p != MAP_FAILED)
+			break;
+	}
 	if (p == MAP_FAILED)
-		fatal("mmap shared memory (%zu bytes)", sizeof(*shm));
-	shm = p;
+		fatal("shared memory: cannot reserve %zu bytes of address "
+		    "space", need);
+	shm_base = p;
+	shm_reserved = r;
+	shm_file_len = len;
+	shm_hdr()->magic = SHM_MAGIC;
+	shm_hdr()->file_len = len;
+	for (int i = 0; i < SHM_SLOT_NREGIONS; i++)
+		shm_fixed[i] = shm_slot_fixed_bytes(i, cfg);
+	if (r < SHM_RESERVE_MAX)
+		log_warnx("shared memory: only %zu MiB of address space could "
+		    "be reserved; a reload that needs more will fail",
+		    r >> 20);
+}
+
+size_t
+shm_file_bytes(void)
+{
+	return shm_base != NULL ? (size_t)__atomic_load_n(&shm_hdr()->file_len,
+	    __ATOMIC_ACQUIRE) : 0;
+}
+
+/* ------------------------------------------------------------ servers */
+
+static struct shm_server_chunk *
+shm_chunk(unsigned server)
+{
+	if (shm_base == NULL || server >= SHM_MAX_SERVER_SLOTS)
+		return NULL;
+	return shm_at(__atomic_load_n(&shm_hdr()->server_chunk[server /
+	    SHM_CHUNK], __ATOMIC_ACQUIRE), sizeof(struct shm_server_chunk));
+}
+
+int
+shm_servers_reserve(size_t n)
+{
+	size_t chunks = (n + SHM_CHUNK - 1) / SHM_CHUNK;
+
+	if (n > SHM_MAX_SERVER_SLOTS) {
+		errno = E2BIG;
+		return -1;
+	}
+	for (size_t i = 0; i < chunks; i++) {
+		uint64_t off;
+
+		if (shm_hdr()->server_chunk[i] != 0)
+			continue;
+		off = shm_alloc(sizeof(struct shm_server_chunk));
+		if (off == 0)
+			return -1;
+		__atomic_store_n(&shm_hdr()->server_chunk[i], off,
+		    __ATOMIC_RELEASE);
+	}
+	if (n > retired_n) {
+		uint64_t *t = realloc(retired_total, n * sizeof(*t));
+		uint64_t *f;
+
+		if (t == NULL)
+			return -1;
+		retired_total = t;
+		f = realloc(retired_failures, n * sizeof(*f));
+		if (f == NULL)
+			return -1;
+		retired_failures = f;
+		memset(retired_total + retired_n, 0,
+		    (n - retired_n) * sizeof(*t));
+		memset(retired_failures + retired_n, 0,
+		    (n - retired_n) * sizeof(*f));
+		retired_n = n;
+	}
+	return 0;
+}
+
+static struct shm_health_rec *
+shm_health_rec(unsigned server)
+{
+	struct shm_server_chunk *c = shm_chunk(server);
+
+	return c != NULL ? &c->health[server % SHM_CHUNK] : NULL;
+}
+
+/* ------------------------------------------------------------ slots */
+
+static struct shm_block *
+shm_block(unsigned slot)
+{
+	struct shm_block *b;
+
+	if (shm_base == NULL || slot >= SHM_MAX_WORKER_SLOTS)
+		return NULL;
+	b = shm_at(__atomic_load_n(&shm_hdr()->slot_block[slot],
+	    __ATOMIC_ACQUIRE), sizeof(*b));
+	if (b == NULL || shm_at((uint64_t)((char *)b - shm_base),
+	    b->bytes) == NULL)
+		return NULL;
+	return b;
+}
+
+static void *
+shm_block_region(const struct shm_block *b, enum shm_slot_region r)
+{
+	return (char *)b + b->off[r];
+}
+
+int
+shm_slot_prepare(unsigned slot, size_t servers, size_t listeners)
+{
+	struct shm_block *b;
+	size_t off, bytes, len[SHM_SLOT_NREGIONS], at[SHM_SLOT_NREGIONS];
+	uint64_t where;
+	uint32_t used;
+
+	if (slot >= SHM_MAX_WORKER_SLOTS || servers > SHM_MAX_SERVER_SLOTS ||
+	    listeners > UINT32_MAX / 8) {
+		errno = E2BIG;
+		return -1;
+	}
+	b = shm_block(slot);
+	if (b != NULL && b->server_cap >= servers &&
+	    b->listener_cap >= listeners) {
+		shm_slot_reset(slot);
+		return 0;
+	}
+	/* Grow with headroom, so the next bigger reload rarely needs a new
+	 * block. */
+	servers += servers / 4 + 16;
+	listeners += listeners / 4 + 4;
+	off = shm_round(sizeof(*b), SHM_ALIGN);
+	for (int r = 0; r < SHM_SLOT_NREGIONS; r++) {
+		len[r] = shm_slot_shape[r].per_server * servers +
+		    shm_slot_shape[r].per_listener * listeners + shm_fixed[r];
+		at[r] = off;
+		off = shm_round(off + len[r], SHM_ALIGN);
+	}
+	bytes = off;
+	where = shm_alloc(bytes);
+	if (where == 0)
+		return -1;
+	b = (struct shm_block *)(shm_base + where);
+	memset(b, 0, sizeof(*b));
+	b->bytes = bytes;
+	b->server_cap = (uint32_t)servers;
+	b->listener_cap = (uint32_t)listeners;
+	for (int r = 0; r < SHM_SLOT_NREGIONS; r++) {
+		b->off[r] = at[r];
+		b->len[r] = len[r];
+	}
+	/* A block that was in use for this slot: its worker is gone (the
+	 * master prepares only free slots), and reset kept its totals. */
+	if (shm_block(slot) != NULL)
+		shm_slot_reset(slot);
+	__atomic_store_n(&shm_hdr()->slot_block[slot], where, __ATOMIC_RELEASE);
+	used = shm_hdr()->slots_used;
+	if (used < slot + 1)
+		__atomic_store_n(&shm_hdr()->slots_used, slot + 1,
+		    __ATOMIC_RELEASE);
+	return 0;
 }
 
 void
 shm_slot_reset(unsigned slot)
 {
-	for (unsigned i = 0; i < SHM_MAX_SERVERS; i++) {
-		retired_total[i] += shm->slots[slot].server_total[i];
-		retired_failures[i] += shm->slots[slot].server_failures[i];
+	struct shm_block *b = shm_block(slot);
+	const uint64_t *total, *failures;
+
+	if (b == NULL)
+		return;
+	total = shm_block_region(b, SHM_SLOT_SERVER_TOTAL);
+	failures = shm_block_region(b, SHM_SLOT_SERVER_FAILURES);
+	for (size_t i = 0; i < b->server_cap && i < retired_n; i++) {
+		retired_total[i] += total[i];
+		retired_failures[i] += failures[i];
 	}
-	memset(&shm->slots[slot], 0, sizeof(shm->slots[slot]));
+	b->active = 0;
+	for (int r = 0; r < SHM_SLOT_NREGIONS; r++)
+		memset(shm_block_region(b, r), 0, b->len[r]);
 }
 
 void
 shm_worker_attach(unsigned slot)
 {
-	uint32_t used;
+	shm_mine = shm_block(slot);
+	if (shm_mine == NULL)
+		fatalx("shared memory: worker slot %u has no block", slot);
+	mine_listener_active = shm_block_region(shm_mine,
+	    SHM_SLOT_LISTENER_ACTIVE);
+	mine_server_active = shm_block_region(shm_mine, SHM_SLOT_SERVER_ACTIVE);
+	mine_server_total = shm_block_region(shm_mine, SHM_SLOT_SERVER_TOTAL);
+	mine_server_failures = shm_block_region(shm_mine,
+	    SHM_SLOT_SERVER_FAILURES);
+}
 
-	shm_mine = &shm->slots[slot];
-	used = __atomic_load_n(&shm->slots_used, __ATOMIC_RELAXED);
-	while (used < slot + 1 && !__atomic_compare_exchange_n(&shm->slots_used,
-	    &used, slot + 1, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-		;
+void *
+shm_slot_mine(enum shm_slot_region r, size_t *len)
+{
+	if (shm_mine == NULL)
+		return NULL;
+	if (len != NULL)
+		*len = shm_mine->len[r];
+	return shm_block_region(shm_mine, r);
+}
+
+const void *
+shm_slot_region(unsigned slot, enum shm_slot_region r, size_t *len)
+{
+	const struct shm_block *b = shm_block(slot);
+
+	if (b == NULL)
+		return NULL;
+	if (len != NULL)
+		*len = b->len[r];
+	return shm_block_region(b, r);
 }
 
 static void
@@ -88,75 +435,108 @@ shm_add32(uint32_t *p, int delta)
 	__atomic_store_n(p, *p + (uint32_t)delta, __ATOMIC_RELAXED);
 }
 
+static void
+shm_inc64(uint64_t *p)
+{
+	__atomic_store_n(p, *p + 1, __ATOMIC_RELAXED);
+}
+
 void
 shm_listener_add(unsigned listener, int delta)
 {
-	shm_add32(&shm_mine->listener_active[listener], delta);
+	if (listener >= shm_mine->listener_cap)
+		return;
+	shm_add32(&mine_listener_active[listener], delta);
 	shm_add32(&shm_mine->active, delta);
 }
 
 void
 shm_server_add(unsigned server, int delta)
 {
-	shm_add32(&shm_mine->server_active[server], delta);
+	if (server < shm_mine->server_cap)
+		shm_add32(&mine_server_active[server], delta);
 }
 
 void
 shm_server_count_session(unsigned server)
 {
-	__atomic_store_n(&shm_mine->server_total[server],
-	    shm_mine->server_total[server] + 1, __ATOMIC_RELAXED);
+	if (server < shm_mine->server_cap)
+		shm_inc64(&mine_server_total[server]);
 }
 
 void
 shm_server_failure(unsigned server)
 {
-	__atomic_store_n(&shm_mine->server_failures[server],
-	    shm_mine->server_failures[server] + 1, __ATOMIC_RELAXED);
+	if (server < shm_mine->server_cap)
+		shm_inc64(&mine_server_failures[server]);
 }
 
-#define SHM_SUM(type, field)						\
-	unsigned n = __atomic_load_n(&shm->slots_used, __ATOMIC_RELAXED);\
+/* Sum one entry of a per-server or per-listener region over every slot. */
+#define SHM_SUM(type, region, capfield, idx)				\
+	unsigned n = shm_base == NULL ? 0 :				\
+	    __atomic_load_n(&shm_hdr()->slots_used, __ATOMIC_ACQUIRE);	\
 	type sum = 0;							\
-	for (unsigned i = 0; i < n; i++)				\
-		sum += __atomic_load_n(&shm->slots[i].field,		\
+	for (unsigned i = 0; i < n; i++) {				\
+		const struct shm_block *b = shm_block(i);		\
+		if (b == NULL || (idx) >= b->capfield)			\
+			continue;					\
+		sum += __atomic_load_n(&((const type *)			\
+		    shm_block_region(b, region))[idx],			\
 		    __ATOMIC_RELAXED);					\
+	}								\
 	return sum
+
+unsigned
+shm_slots_used(void)
+{
+	return shm_base == NULL ? 0 :
+	    __atomic_load_n(&shm_hdr()->slots_used, __ATOMIC_ACQUIRE);
+}
 
 uint32_t
 shm_listener_active(unsigned listener)
 {
-	SHM_SUM(uint32_t, listener_active[listener]);
+	SHM_SUM(uint32_t, SHM_SLOT_LISTENER_ACTIVE, listener_cap, listener);
 }
 
 uint32_t
 shm_server_active(unsigned server)
 {
-	SHM_SUM(uint32_t, server_active[server]);
+	SHM_SUM(uint32_t, SHM_SLOT_SERVER_ACTIVE, server_cap, server);
 }
 
 static uint64_t
 shm_server_total_live(unsigned server)
 {
-	SHM_SUM(uint64_t, server_total[server]);
+	SHM_SUM(uint64_t, SHM_SLOT_SERVER_TOTAL, server_cap, server);
 }
 
 static uint64_t
 shm_server_failures_live(unsigned server)
 {
-	SHM_SUM(uint64_t, server_failures[server]);
+	SHM_SUM(uint64_t, SHM_SLOT_SERVER_FAILURES, server_cap, server);
 }
 
 uint64_t
 shm_server_total(unsigned server)
 {
-	return retired_total[server] + shm_server_total_live(server);
+	return (server < retired_n ? retired_total[server] : 0) +
+	    shm_server_total_live(server);
 }
 
 uint64_t
 shm_server_failures(unsigned server)
 {
-	return retired_failures[server] + shm_server_failures_live(server);
+	return (server < retired_n ? retired_failures[server] : 0) +
+	    shm_server_failures_live(server);
+}
+
+uint32_t
+shm_slot_active(unsigned slot)
+{
+	const struct shm_block *b = shm_block(slot);
+
+	return b != NULL ? __atomic_load_n(&b->active, __ATOMIC_RELAXED) : 0;
 }
 
 void
@@ -168,65 +548,111 @@ shm_server_forget(unsigned server)
 	none.state = SHM_HEALTH_UNKNOWN;
 	shm_health_publish(server, &none);
 	shm_admin_set(server, SHM_ADMIN_READY);
-	retired_total[server] = 0;
-	retired_failures[server] = 0;
+	if (server < retired_n) {
+		retired_total[server] = 0;
+		retired_failures[server] = 0;
+	}
 }
 
-uint32_t
-shm_slot_active(unsigned slot)
+/* ------------------------------------------------------------ health */
+
+void
+shm_health_write_begin(unsigned server)
 {
-	return __atomic_load_n(&shm->slots[slot].active, __ATOMIC_RELAXED);
+	struct shm_health_rec *r = shm_health_rec(server);
+
+	if (r == NULL)
+		return;
+	__atomic_store_n(&r->seq, r->seq + 1, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
 }
 
 void
-shm_health_publish(unsigned server, const struct shm_health_snapshot *s)
+shm_health_write_fields(unsigned server, const struct shm_health_snapshot *s)
 {
-	struct shm_health_rec *r = &shm->health[server];
+	struct shm_health_rec *r = shm_health_rec(server);
 
-	__atomic_store_n(&r->seq, r->seq + 1, __ATOMIC_RELAXED);
-	__atomic_thread_fence(__ATOMIC_RELEASE);
+	if (r == NULL)
+		return;
 	r->state = s->state;
 	r->checks = s->checks;
 	r->check_ms = s->check_ms;
 	r->last_check_us = s->last_check_us;
 	memcpy(r->reason, s->reason, sizeof(r->reason));
 	r->reason[sizeof(r->reason) - 1] = '\0';
+}
+
+void
+shm_health_publish(unsigned server, const struct shm_health_snapshot *s)
+{
+	struct shm_health_rec *r = shm_health_rec(server);
+
+	if (r == NULL)
+		return;
+	shm_health_write_begin(server);
+	shm_health_write_fields(server, s);
 	__atomic_thread_fence(__ATOMIC_RELEASE);
 	__atomic_store_n(&r->seq, r->seq + 1, __ATOMIC_RELAXED);
 }
 
-void
+bool
 shm_health_read(unsigned server, struct shm_health_snapshot *out)
 {
-	const struct shm_health_rec *r = &shm->health[server];
+	const struct shm_health_rec *r = shm_health_rec(server);
+	struct shm_health_snapshot tmp;
 	uint32_t s1, s2;
 
-	/* A writer that died mid-update leaves seq odd; give up after a while
-	 * and take what is there rather than spin forever. */
-	for (int tries = 0; tries < 1000; tries++) {
+	for (int tries = 0; r != NULL && tries < SHM_READ_TRIES; tries++) {
 		s1 = __atomic_load_n(&r->seq, __ATOMIC_ACQUIRE);
-		if (s1 & 1)
+		if (s1 & 1) {
+			/* Let a writer on this CPU finish. */
+			if (tries % 64 == 63)
+				sched_yield();
 			continue;
-		out->state = (enum shm_health)r->state;
-		out->checks = r->checks;
-		out->check_ms = r->check_ms;
-		out->last_check_us = r->last_check_us;
-		memcpy(out->reason, r->reason, sizeof(out->reason));
+		}
+		tmp.state = (enum shm_health)r->state;
+		tmp.checks = r->checks;
+		tmp.check_ms = r->check_ms;
+		tmp.last_check_us = r->last_check_us;
+		memcpy(tmp.reason, r->reason, sizeof(tmp.reason));
 		__atomic_thread_fence(__ATOMIC_ACQUIRE);
 		s2 = __atomic_load_n(&r->seq, __ATOMIC_RELAXED);
-		if (s1 == s2)
+		if (s1 != s2)
+			continue;
+		/* Consistent: what the writer published, which is always
+		 * in range; checked anyway, as memory shared with other
+		 * processes. */
+		if ((unsigned)tmp.state > SHM_HEALTH_DOWN)
 			break;
+		tmp.reason[sizeof(tmp.reason) - 1] = '\0';
+		*out = tmp;
+		return true;
 	}
-	out->reason[sizeof(out->reason) - 1] = '\0';
+	memset(out, 0, sizeof(*out));
+	out->state = SHM_HEALTH_UNKNOWN;
+	snprintf(out->reason, sizeof(out->reason), "%s", r == NULL ?
+	    "no health record" : "health record unreadable (its writer "
+	    "died while writing it; the next check rewrites it)");
+	return false;
 }
 
 void
 shm_health_recover(unsigned server)
 {
-	struct shm_health_rec *r = &shm->health[server];
+	struct shm_health_rec *r = shm_health_rec(server);
+	struct shm_health_snapshot none;
 
-	if (__atomic_load_n(&r->seq, __ATOMIC_RELAXED) & 1)
-		__atomic_store_n(&r->seq, r->seq + 1, __ATOMIC_RELEASE);
+	if (r == NULL || !(__atomic_load_n(&r->seq, __ATOMIC_ACQUIRE) & 1))
+		return;
+	/* Whatever the dead writer left half written is not worth keeping:
+	 * a defined record until the next check. */
+	memset(&none, 0, sizeof(none));
+	none.state = SHM_HEALTH_UNKNOWN;
+	snprintf(none.reason, sizeof(none.reason), "not checked since the "
+	    "health process restarted");
+	shm_health_write_fields(server, &none);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	__atomic_store_n(&r->seq, r->seq + 1, __ATOMIC_RELAXED);
 }
 
 void
@@ -234,26 +660,42 @@ shm_health_copy(unsigned to, unsigned from)
 {
 	struct shm_health_snapshot snap;
 
-	shm_health_read(from, &snap);
+	(void)shm_health_read(from, &snap);
 	shm_health_publish(to, &snap);
 }
 
 enum shm_health
 shm_health_state(unsigned server)
 {
-	return (enum shm_health)__atomic_load_n(&shm->health[server].state,
-	    __ATOMIC_RELAXED);
+	const struct shm_health_rec *r = shm_health_rec(server);
+	uint32_t s;
+
+	if (r == NULL)
+		return SHM_HEALTH_UNKNOWN;
+	s = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
+	return s <= SHM_HEALTH_DOWN ? (enum shm_health)s : SHM_HEALTH_UNKNOWN;
 }
+
+/* ------------------------------------------------------------ admin */
 
 void
 shm_admin_set(unsigned server, enum shm_admin a)
 {
-	__atomic_store_n(&shm->admin[server], (uint8_t)a, __ATOMIC_RELAXED);
+	struct shm_server_chunk *c = shm_chunk(server);
+
+	if (c != NULL)
+		__atomic_store_n(&c->admin[server % SHM_CHUNK], (uint8_t)a,
+		    __ATOMIC_RELAXED);
 }
 
 enum shm_admin
 shm_admin_get(unsigned server)
 {
-	return (enum shm_admin)__atomic_load_n(&shm->admin[server],
-	    __ATOMIC_RELAXED);
+	const struct shm_server_chunk *c = shm_chunk(server);
+	uint8_t a;
+
+	if (c == NULL)
+		return SHM_ADMIN_READY;
+	a = __atomic_load_n(&c->admin[server % SHM_CHUNK], __ATOMIC_RELAXED);
+	return a <= SHM_ADMIN_MAINT ? (enum shm_admin)a : SHM_ADMIN_READY;
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * shm: the shared memory the master maps before forking. Every region has
+ * shm: the shared memory the master creates before forking. Every region has
  * exactly one writer, so a dying process can never leave a lock held:
  *   - worker slots: each worker writes only its own slot (active sessions
  *     per listener and per server, totals); readers sum the slots; the
@@ -9,18 +9,47 @@
  *     counter (odd = write in progress).
  *   - admin: written only by the master.
  * Servers and listeners are addressed by slot indexes the master assigns.
+ *
+ * Sized from the configuration, and it grows: the master extends the
+ * memory file at a reload that needs more server slots or worker slots.
+ * Every process maps the same address range, reserved once (up to
+ * SHM_RESERVE_MAX of address space, no memory), so the new part is there
+ * for all of them at once and a pointer into it stays valid. Pages take
+ * memory only when touched.
+ *
+ * Adding a region to every worker slot (a table per worker, counters):
+ *   1. add SHM_SLOT_<NAME> to enum shm_slot_region, before SHM_SLOT_NREGIONS;
+ *   2. give its size in shm_slot_shape[] in shm.c: bytes per server slot,
+ *      bytes per listener slot, and a fixed part; a fixed part computed
+ *      from the configuration at start goes in shm_slot_fixed_bytes() (it
+ *      sees the start config; the size then holds for the master's life);
+ *   3. a worker writes its own copy through shm_slot_mine() (the pointer
+ *      stays valid for the worker's life), readers read any slot's copy
+ *      through shm_slot_region() (NULL: that slot has no block yet).
+ *      Blocks start zeroed and are zeroed again when the master reaps
+ *      their worker.
  */
 #ifndef SMTPFRONT_SHM_H
 #define SMTPFRONT_SHM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
-#define SHM_MAX_WORKERS 256
-#define SHM_MAX_LISTENERS 64
-#define SHM_MAX_SERVERS 512
+#include "config/config.h"
+
 #define SHM_REASON_MAX 160
+/* Far beyond what a configuration can ask for (1024 workers, a 16 MiB
+ * file); reaching them fails the reload with a clear error. */
+#define SHM_MAX_SERVER_SLOTS	(1u << 22)
+#define SHM_MAX_WORKER_SLOTS	(1u << 16)
+/* Address space reserved for the memory file (not memory). */
+#if SIZE_MAX > 0xffffffffu
+#define SHM_RESERVE_MAX		((size_t)64 << 30)
+#else
+#define SHM_RESERVE_MAX		((size_t)1 << 30)
+#endif
 
 enum shm_health {
 	SHM_HEALTH_UNKNOWN,
@@ -36,6 +65,16 @@ enum shm_admin {
 };
 extern const char *const shm_admin_names[];
 
+/* The regions of a worker slot. */
+enum shm_slot_region {
+	SHM_SLOT_LISTENER_ACTIVE,	/* uint32_t per listener slot */
+	SHM_SLOT_SERVER_ACTIVE,		/* uint32_t per server slot */
+	SHM_SLOT_SERVER_TOTAL,		/* uint64_t per server slot */
+	SHM_SLOT_SERVER_FAILURES,	/* uint64_t per server slot */
+	SHM_SLOT_CLIENTS,		/* core/clients.c: a table sized at start */
+	SHM_SLOT_NREGIONS
+};
+
 struct shm_health_snapshot {
 	enum shm_health state;
 	char reason[SHM_REASON_MAX];
@@ -44,8 +83,22 @@ struct shm_health_snapshot {
 	uint32_t checks;
 };
 
-/* Create the mapping (master, before fork). Aborts on failure. */
-void shm_create(void);
+/* Create the memory (master, before fork), sized for `cfg` (the start
+ * config: fixed region sizes come from it). Aborts on failure. */
+void shm_create(const struct config *cfg);
+/*
+ * Master: make room for server slots [0, n) (health and admin records).
+ * -1 with errno when the memory cannot grow (or n is over the maximum:
+ * E2BIG).
+ */
+int shm_servers_reserve(size_t n) __attribute__((warn_unused_result));
+/*
+ * Master, before forking a worker into `slot`: give the slot room for
+ * server slots [0, servers) and listener slots [0, listeners), zeroed.
+ * -1 with errno when the memory cannot grow.
+ */
+int shm_slot_prepare(unsigned slot, size_t servers, size_t listeners)
+    __attribute__((warn_unused_result));
 /* Zero a worker's slot after the master reaped it (its totals are kept). */
 void shm_slot_reset(unsigned slot);
 /* Master: a server slot changes hands (reload): health unknown, admin
@@ -58,6 +111,14 @@ void shm_listener_add(unsigned listener, int delta);
 void shm_server_add(unsigned server, int delta);	/* attempts in flight + sessions */
 void shm_server_count_session(unsigned server);	/* total sessions relayed */
 void shm_server_failure(unsigned server);
+/* The calling worker's own copy of a region (len: its size in bytes). */
+void *shm_slot_mine(enum shm_slot_region r, size_t *len);
+/* A slot's copy of a region, or NULL (see above). */
+const void *shm_slot_region(unsigned slot, enum shm_slot_region r,
+    size_t *len);
+
+/* Worker slots that may be in use: [0, shm_slots_used()). */
+unsigned shm_slots_used(void);
 
 /* Readers: sums across every slot. */
 uint32_t shm_listener_active(unsigned listener);
@@ -68,15 +129,33 @@ uint32_t shm_slot_active(unsigned slot);
 
 /* Health: writer is the health process; readers are lock-free. */
 void shm_health_publish(unsigned server, const struct shm_health_snapshot *s);
-void shm_health_read(unsigned server, struct shm_health_snapshot *out);
-/* A new writer repairs a record its predecessor died in the middle of. */
+/*
+ * A consistent copy of the record. When none can be had (the writer died
+ * in the middle of a write and no new one repaired it yet), false and a
+ * defined fallback: state unknown, a reason saying so, never a torn record.
+ */
+bool shm_health_read(unsigned server, struct shm_health_snapshot *out);
+/* A new writer repairs a record its predecessor died in the middle of:
+ * state unknown until its next check. */
 void shm_health_recover(unsigned server);
 /* Copy a record to another slot (reload: a server that did not change). */
 void shm_health_copy(unsigned to, unsigned from);
 enum shm_health shm_health_state(unsigned server);
+/* The two halves of shm_health_publish(), for a test that plays a writer
+ * dying between them: begin (sequence goes odd) and the fields; the end is
+ * the sequence going even again, which only publish does. */
+void shm_health_write_begin(unsigned server);
+void shm_health_write_fields(unsigned server,
+    const struct shm_health_snapshot *s);
 
 /* Admin state: written by the master. */
 void shm_admin_set(unsigned server, enum shm_admin a);
 enum shm_admin shm_admin_get(unsigned server);
+
+/* Bytes of the memory file so far. */
+size_t shm_file_bytes(void);
+/* Bytes of memory file `cfg` needs, a reload included (for -t: more than
+ * SHM_RESERVE_MAX cannot run). */
+size_t shm_config_bytes(const struct config *cfg);
 
 #endif

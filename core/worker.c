@@ -481,7 +481,7 @@ worker_main(const struct runtime *rt, unsigned slot, int parent_fd,
 	w.base = child_event_base();
 	epfd = worker_find_epoll();
 	shm_worker_attach(slot);
-	clients_attach(slot);
+	clients_attach();
 
 	w.env.base = w.base;
 	w.env.rt = rt;
@@ -530,6 +530,7 @@ worker_main(const struct runtime *rt, unsigned slot, int parent_fd,
 
 	log_debug("worker %u started (generation %u), up to %u sessions",
 	    slot, rt->generation, w.cap);
+	child_ready();
 	event_base_dispatch(w.base);
 	log_debug("worker %u: %llu connection(s) accepted, %llu wake-up(s) "
 	    "found none", slot, (unsigned long long)w.accepted,

@@ -58,6 +58,7 @@ static int logpipe[2] = { -1, -1 };
 static char logbuf[65536];
 static size_t loglen;
 static unsigned closed;		/* sessions freed */
+static bool shm_made;
 
 static int64_t
 now_ms(void)
@@ -206,10 +207,17 @@ setup_with(const char *extra_listener, const char *extra_pool)
 	loglen = 0;
 	logbuf[0] = '\0';
 
-	shm_create();
-	clients_create(2, 64);
+	/* One mapping per process (Check may run every test in one under
+	 * valgrind); each test starts from a zeroed worker slot. */
+	if (!shm_made) {
+		shm_create(cfg);
+		ck_assert_int_eq(shm_servers_reserve(4), 0);
+		ck_assert_int_eq(shm_slot_prepare(0, 4, 1), 0);
+		shm_made = true;
+	}
+	shm_slot_reset(0);
 	shm_worker_attach(0);
-	clients_attach(0);
+	clients_attach();
 	base = event_base_new();
 	ck_assert_ptr_nonnull(base);
 

@@ -119,6 +119,11 @@ class LifecycleTest(unittest.TestCase):
         held[0].wait_close(TIMEOUT)
         held[0].close()
         sf.wait_sessions(1, TIMEOUT, pred=lambda s: s['result'] == 'ok')
+        # The session line comes before the worker's count drops: wait
+        # for the count (shared memory has no event to await).
+        h.poll_until(lambda: self.status(sf),
+                     lambda d: sum(w['active'] for w in d['workers']) == 2,
+                     'the ended session no longer counted', TIMEOUT)
         again = self.client(sf.port)
         self.assertEqual(again.read_reply().code, 220)
 

@@ -70,7 +70,7 @@ class ValgrindTest(unittest.TestCase):
         sf.wait_sessions(9, TIMEOUT)
         mark = sf.mark()
         os.kill(sf.pid, signal.SIGHUP)
-        sf.wait_log(r'reload: generation 2', TIMEOUT, since=mark)
+        sf.wait_log(r'reload: generation 2 running', TIMEOUT, since=mark)
         s = h.smtp_session('127.0.0.1', port, timeout=TIMEOUT)
         s.quit()
         sf.wait_sessions(10, TIMEOUT)

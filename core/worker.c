@@ -97,6 +97,19 @@ worker_exit_if_idle(struct worker *w)
 		event_base_loopbreak(w->base);
 }
 
+/*
+ * Tell the other workers whether this one can take a session: by its
+ * count against its cap, not by whether it listens right now (below the
+ * cap it listens again by its next tick at the latest), so a worker at its
+ * cap never refuses a client that another one has room for.
+ */
+static void
+worker_publish_room(const struct worker *w)
+{
+	clients_set_room(w->stopping ? CLIENTS_ROOM_NONE :
+	    w->env.nsessions < w->cap ? CLIENTS_ROOM_YES : CLIENTS_ROOM_FULL);
+}
+
 /* Is a connection waiting on any listening socket? */
 static bool
 worker_queue_waiting(const struct worker *w)
@@ -157,8 +170,7 @@ worker_listen(struct worker *w, bool on)
 		event_add(w->kick_ev, NULL);
 	else
 		event_del(w->kick_ev);
-	clients_set_room(on ? CLIENTS_ROOM_YES : w->stopping ?
-	    CLIENTS_ROOM_NONE : CLIENTS_ROOM_FULL);
+	worker_publish_room(w);
 	if (!on && worker_queue_waiting(w))
 		worker_kick(w->kick_fd);
 }
@@ -234,9 +246,12 @@ worker_on_session_close(void *arg)
 	struct worker *w = arg;
 
 	/* A little below the cap before accepting again, so a queue of
-	 * waiting clients does not flip the listeners on and off. */
+	 * waiting clients does not flip the listeners on and off; the tick
+	 * takes it up again sooner when clients wait. */
 	if (w->full && w->env.nsessions + 1 + w->cap / 64 <= w->cap)
 		worker_set_full(w, false);
+	else if (w->env.nsessions + 1 == w->cap)
+		worker_publish_room(w);
 	worker_exit_if_idle(w);
 }
 
@@ -249,6 +264,10 @@ worker_on_refuse_tick(evutil_socket_t fd, short what, void *arg)
 
 	if (!w->full || w->stopping)
 		return;
+	if (w->env.nsessions < w->cap) {
+		worker_set_full(w, false);
+		return;
+	}
 	if (!clients_any_room()) {
 		for (size_t i = 0; i < w->nlistens; i++)
 			for (int n = 0; n < WORKER_REFUSE_BATCH &&

@@ -456,6 +456,20 @@ relay_seen(struct session *s, const struct session_side *a, const void *p,
 		dialog_server(&s->dialog, p, n);
 }
 
+/* The same for bytes in one piece, or (p NULL: spliced, or out of
+ * memory) by their count only. */
+static void
+relay_show(struct session *s, const struct session_side *a,
+    const unsigned char *p, size_t n)
+{
+	if (p != NULL)
+		relay_seen(s, a, p, n);
+	else if (a == &s->client)
+		dialog_client_unseen(&s->dialog, n);
+	else
+		dialog_server_unseen(&s->dialog, n);
+}
+
 /* splice(2) from a's socket into b's pipe; -2 when splice cannot work
  * here (then the caller copies, and so does every later session). */
 static ssize_t
@@ -501,10 +515,7 @@ relay_read(struct session *s, struct session_side *a, struct session_side *b,
 		if (n > 0) {
 			*counter += (size_t)n;
 			b->piped += (size_t)n;
-			if (a == &s->client)
-				dialog_client_unseen(&s->dialog, (size_t)n);
-			else
-				dialog_server_unseen(&s->dialog, (size_t)n);
+			relay_show(s, a, NULL, (size_t)n);	/* unseen */
 			if (relay_flush(b) == -1) {
 				relay_failed(s, b, errno);
 				return -1;
@@ -604,18 +615,17 @@ int
 relay_begin(struct session *s, const char *p, size_t n)
 {
 	struct session_side *c = &s->client, *sv = &s->server;
-	struct evbuffer_iovec v[8];
-	int nv;
+	size_t len;
 
 	s->state = SESSION_RELAY;
 	shm_server_count_session(session_server_slot(s));
 	relay_set_timeout(sv, s->pool->cfg->server_timeout_ms);
+	/* What the gate queued (at most a first line, the client's early
+	 * bytes at most 4 KiB) is shown to the dialog in one piece. */
 	if (c->out != NULL) {
-		s->bytes_out += evbuffer_get_length(c->out);
-		nv = evbuffer_peek(c->out, -1, NULL, v, 8);
-		for (int i = 0; i < nv && i < 8; i++)
-			dialog_server(&s->dialog, v[i].iov_base,
-			    v[i].iov_len);
+		len = evbuffer_get_length(c->out);
+		s->bytes_out += len;
+		relay_show(s, c->peer, evbuffer_pullup(c->out, -1), len);
 		if (relay_flush(c) == -1)
 			goto client_failed;
 	}
@@ -624,11 +634,9 @@ relay_begin(struct session *s, const char *p, size_t n)
 	if (relay_put(c, p, n) == -1)
 		goto client_failed;
 	if (s->hold != NULL) {
-		s->bytes_in += evbuffer_get_length(s->hold);
-		nv = evbuffer_peek(s->hold, -1, NULL, v, 8);
-		for (int i = 0; i < nv && i < 8; i++)
-			dialog_client(&s->dialog, v[i].iov_base,
-			    v[i].iov_len);
+		len = evbuffer_get_length(s->hold);
+		s->bytes_in += len;
+		relay_show(s, &s->client, evbuffer_pullup(s->hold, -1), len);
 		if (sv->out == NULL) {
 			sv->out = s->hold;
 		} else if (evbuffer_add_buffer(sv->out, s->hold) == -1) {

@@ -230,8 +230,6 @@ class MasterReloadTest(h.ControlClient, unittest.TestCase):
                             workers=4, log={'level': 'debug'})
         sf = self.start(cfg_a)
         load = self.load(port)
-        inodes = tcp_listen_inodes(port)
-        self.assertTrue(inodes)
         for i in range(20):
             gen = i + 2
             sf.write_config(cfg_b if i % 2 == 0 else cfg_a)
@@ -243,6 +241,8 @@ class MasterReloadTest(h.ControlClient, unittest.TestCase):
             # applies its epoll changes at its first wait).
             new = self.workers_of(self.status(sf), gen)
             self.assertEqual(len(new), 4, new)
+            inodes = tcp_listen_inodes(port)
+            self.assertTrue(inodes)
             for pid in new:
                 h.poll_until(lambda: epoll_watches(pid, inodes),
                              lambda ok: ok, 'worker %d watches the listener'

@@ -1475,6 +1475,12 @@ cfg_host_apply(struct config *cfg, size_t i, const struct cfg_addr *a,
 		spec = written;
 	}
 	got = *a;
+	if ((got.ss.ss_family != AF_INET && got.ss.ss_family != AF_INET6) ||
+	    got.len == 0 || got.len > sizeof got.ss) {
+		cfg_error_pos(diag, &h->pos, "cannot resolve host \"%s\": no "
+		    "usable address", h->name);
+		return -1;
+	}
 	if (cfg_addr_resolved(spec, h->bind, &got, err, sizeof err) == -1) {
 		cfg_error_pos(diag, &h->pos, "%s", err);
 		return -1;

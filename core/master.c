@@ -94,8 +94,8 @@ struct child {
 	unsigned quick_deaths;
 	bool respawn_pending;
 	struct runtime *start_rt;	/* waiting to be forked with it */
-	bool draining;			/* told to stop: older generation, or a
-					 * failed reload's */
+	bool draining;			/* told to stop (older generation,
+					 * or a failed reload's) */
 	int64_t deadline_us;		/* draining: killed after this */
 };
 
@@ -128,7 +128,7 @@ struct reload {
 	bool *resolved;			/* per cfg->hosts entry */
 	struct cfg_diag diag;		/* resolution errors */
 	int64_t started_us;
-	int64_t ready_by_us;		/* STARTING: READY_MAX_MS from the fork */
+	int64_t ready_by_us;		/* STARTING: the overall bound */
 	unsigned nready;		/* STARTING: workers that said so */
 	char errors[RELOAD_ERR_MAX];
 	char warnings[RELOAD_ERR_MAX];
@@ -614,8 +614,8 @@ master_reap_health(struct master *m, struct child *c, pid_t pid, int status)
 		if (WIFSIGNALED(status))
 			master_log_exit(c, pid, status, " while draining");
 		else
-			log_info("%s %u (pid %ld, generation %u) finished", what,
-			    c->slot, (long)pid, c->generation);
+			log_info("%s %u (pid %ld, generation %u) finished",
+			    what, c->slot, (long)pid, c->generation);
 		if (m->stopping)
 			return;
 		/* Only now: one writer per health record at any time. */
@@ -677,18 +677,19 @@ master_reap_worker(struct master *m, struct child *c, bool starting,
 	if (starting) {
 		/* A worker of the generation being started: the reload
 		 * fails; never respawned. */
+		const char *when = c->ready ? "before the reload was over" :
+		    "before it was accepting";
+
 		if (WIFSIGNALED(status))
-			master_reload_error(m, "worker %u (pid %ld) of generation "
-			    "%u was killed by signal %d %s", c->slot, (long)pid,
-			    c->generation, WTERMSIG(status), c->ready ?
-			    "before the reload was over" :
-			    "before it was accepting");
+			master_reload_error(m, "worker %u (pid %ld) of "
+			    "generation %u was killed by signal %d %s",
+			    c->slot, (long)pid, c->generation,
+			    WTERMSIG(status), when);
 		else
-			master_reload_error(m, "worker %u (pid %ld) of generation "
-			    "%u exited with status %d %s", c->slot, (long)pid,
-			    c->generation, WEXITSTATUS(status), c->ready ?
-			    "before the reload was over" :
-			    "before it was accepting");
+			master_reload_error(m, "worker %u (pid %ld) of "
+			    "generation %u exited with status %d %s",
+			    c->slot, (long)pid, c->generation,
+			    WEXITSTATUS(status), when);
 		master_worker_free(m, c);
 		master_reload_fail(m);
 		return;
@@ -1103,8 +1104,9 @@ master_reload_fail(struct master *m)
 		master_rt_gc(m, rt);
 	}
 	if (stopped > 0)
-		log_info("reload: %u worker(s) of generation %u stopped (sessions "
-		    "they accepted may finish)", stopped, r->generation);
+		log_info("reload: %u worker(s) of generation %u stopped "
+		    "(sessions they accepted may finish)", stopped,
+		    r->generation);
 	log_errx("reload failed: generation %u keeps running with the "
 	    "configuration it has", m->rt->generation);
 	if (notify_send("READY=1\nSTATUS=ready (reload failed)") == -1)

@@ -6,8 +6,12 @@
  * small: every child inherits it at the same address, and when the master
  * extends the file, the new part is there for every process at once, so
  * nothing is ever remapped and a pointer into it stays valid. Only the
- * file's pages that are touched take memory. Nobody reads past the file's
- * length, which the master publishes in the header after extending it.
+ * file's pages that are touched take memory. The reservation is mapped
+ * without access; each process opens its own view up to the file's length,
+ * which the master publishes in the header after extending the file (the
+ * master at once, the others when they first reach past what they opened).
+ * So nothing can touch the mapping past the end of the file, not even a
+ * tool that scans every readable mapping, as valgrind's leak check does.
  *
  * Layout, all offsets from the start:
  *
@@ -104,6 +108,7 @@ static const struct {
 /* The mapping: the same in every process. */
 static char *shm_base;
 static size_t shm_reserved;
+static size_t shm_open_len;		/* this process may touch [0, this) */
 /* Master only. */
 static int shm_fd = -1;
 static size_t shm_file_len;
@@ -155,20 +160,38 @@ shm_alloc(size_t n)
 	}
 	if (ftruncate(shm_fd, (off_t)len) == -1)
 		return 0;
-	shm_file_len = len;
+	if (mprotect(shm_base + shm_open_len, len - shm_open_len,
+	    PROT_READ | PROT_WRITE) == -1)
+		return 0;
+	shm_open_len = shm_file_len = len;
 	__atomic_store_n(&((struct shm_header *)shm_base)->file_len, len,
 	    __ATOMIC_RELEASE);
 	return off;
+}
+
+/* Make [0, end) touchable in this process, if the file reaches that far. */
+static bool
+shm_open_to(uint64_t end)
+{
+	uint64_t len;
+
+	if (end <= shm_open_len)
+		return true;
+	len = __atomic_load_n(&shm_hdr()->file_len, __ATOMIC_ACQUIRE);
+	if (end > len || len > shm_reserved)
+		return false;
+	if (mprotect(shm_base + shm_open_len, len - shm_open_len,
+	    PROT_READ | PROT_WRITE) == -1)
+		return false;
+	shm_open_len = len;
+	return true;
 }
 
 /* The object at off of n bytes, when it lies within the file. */
 static void *
 shm_at(uint64_t off, size_t n)
 {
-	uint64_t len = __atomic_load_n(&shm_hdr()->file_len,
-	    __ATOMIC_ACQUIRE);
-
-	if (off == 0 || off > len || n > len - off)
+	if (off == 0 || n > UINT64_MAX - off || !shm_open_to(off + n))
 		return NULL;
 	return shm_base + off;
 }
@@ -209,17 +232,19 @@ shm_create(const struct config *cfg)
 	/* Address space only; an environment that limits it (RLIMIT_AS,
 	 * valgrind) gets less, down to what this config needs. */
 	for (r = SHM_RESERVE_MAX; r >= need && r >= len; r /= 2) {
-		p = mmap(NULL, r, PROT_READ | PROT_WRITE,
-		    MAP_SHARED | MAP_NORESERVE, shm_fd, 0);
+		p = mmap(NULL, r, PROT_NONE, MAP_SHARED | MAP_NORESERVE,
+		    shm_fd, 0);
 		if (p != MAP_FAILED)
 			break;
 	}
 	if (p == MAP_FAILED)
 		fatal("shared memory: cannot reserve %zu bytes of address "
 		    "space", need);
+	if (mprotect(p, len, PROT_READ | PROT_WRITE) == -1)
+		fatal("shared memory: mprotect");
 	shm_base = p;
 	shm_reserved = r;
-	shm_file_len = len;
+	shm_open_len = shm_file_len = len;
 	shm_hdr()->magic = SHM_MAGIC;
 	shm_hdr()->file_len = len;
 	for (int i = 0; i < SHM_SLOT_NREGIONS; i++)

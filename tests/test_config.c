@@ -1135,6 +1135,166 @@ START_TEST(test_diag_print)
 }
 END_TEST
 
+/* ---- CFG_RESOLVE_DEFER: names for the caller, then their answers ---- */
+
+static const char defer_yaml[] =
+	"hostname: mx.test\n"				/* 1 */
+	"listeners:\n"					/* 2 */
+	"  - name: a\n"					/* 3 */
+	"    bind: [\"127.0.0.1:2525\", \"front.test:2526\"]\n"	/* 4 */
+	"    pool: p\n"					/* 5 */
+	"  - name: b\n"					/* 6 */
+	"    bind: \"other.test:2525\"\n"		/* 7 */
+	"    pool: p\n"					/* 8 */
+	"pools:\n"					/* 9 */
+	"  p:\n"					/* 10 */
+	"    servers:\n"				/* 11 */
+	"      - {name: s1, address: \"10.0.0.1:25\"}\n"	/* 12 */
+	"      - {name: s2, address: \"mx2.test:10025\"}\n";	/* 13 */
+
+static struct cfg_addr
+addr4(const char *ip, unsigned port)
+{
+	struct cfg_addr a;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&a.ss;
+
+	memset(&a, 0, sizeof a);
+	sin->sin_family = AF_INET;
+	sin->sin_port = htons((unsigned short)port);
+	ck_assert_int_eq(inet_pton(AF_INET, ip, &sin->sin_addr), 1);
+	a.len = sizeof *sin;
+	return a;
+}
+
+static struct config *
+load_deferred(struct cfg_diag *d)
+{
+	struct config *cfg;
+
+	cfg_set_resolve_mode(CFG_RESOLVE_DEFER);
+	cfg = load(defer_yaml, d);
+	cfg_set_resolve_mode(CFG_RESOLVE_NOW);
+	ck_assert_msg(cfg != NULL, "%s", dump(d));
+	return cfg;
+}
+
+START_TEST(test_defer_lists_names)
+{
+	struct cfg_diag d;
+	struct config *cfg = load_deferred(&d);
+
+	ck_assert_uint_eq(cfg->nhosts, 3);
+	ck_assert_str_eq(cfg->hosts[0].name, "front.test");
+	ck_assert(cfg->hosts[0].bind);
+	ck_assert_uint_eq(cfg->hosts[0].port, 2526);
+	ck_assert_uint_eq(cfg->hosts[0].pos.line, 4);
+	ck_assert_uint_eq(cfg->hosts[0].pos.column, 30);
+	ck_assert_str_eq(cfg->hosts[1].name, "other.test");
+	ck_assert_uint_eq(cfg->hosts[1].list, 1);
+	ck_assert_str_eq(cfg->hosts[2].name, "mx2.test");
+	ck_assert(!cfg->hosts[2].bind);
+	ck_assert_uint_eq(cfg->hosts[2].list, 0);
+	ck_assert_uint_eq(cfg->hosts[2].item, 1);
+	ck_assert_uint_eq(cfg->hosts[2].pos.line, 13);
+	ck_assert_uint_eq(cfg->hosts[2].pos.column, 29);
+	/* Not resolved yet: no address, the text as written. */
+	ck_assert_uint_eq(cfg->pools[0].servers[1].address.len, 0);
+	ck_assert_str_eq(cfg->pools[0].servers[1].address.text,
+	    "mx2.test:10025");
+	ck_assert_uint_eq(cfg->pools[0].servers[0].address.len,
+	    sizeof(struct sockaddr_in));
+	cfg_free(cfg);
+	cfg_diag_free(&d);
+}
+END_TEST
+
+START_TEST(test_defer_apply)
+{
+	struct cfg_diag d, e = { 0 };
+	struct config *cfg = load_deferred(&d);
+	struct cfg_addr a;
+
+	a = addr4("192.0.2.1", 2526);
+	ck_assert_int_eq(cfg_host_apply(cfg, 0, &a, NULL, &e), 0);
+	a = addr4("192.0.2.2", 2525);
+	ck_assert_int_eq(cfg_host_apply(cfg, 1, &a, NULL, &e), 0);
+	a = addr4("192.0.2.3", 10025);
+	ck_assert_int_eq(cfg_host_apply(cfg, 2, &a, NULL, &e), 0);
+	ck_assert_int_eq(cfg_hosts_finish(cfg, &e), 0);
+	ck_assert_uint_eq(e.n, 0);
+	ck_assert_str_eq(cfg->listeners[0].binds[1].text, "[192.0.2.1]:2526");
+	ck_assert_str_eq(cfg->pools[0].servers[1].address.text,
+	    "[192.0.2.3]:10025");
+	ck_assert_str_eq(cfg->pools[0].servers[1].address_spec,
+	    "mx2.test:10025");
+	cfg_free(cfg);
+	cfg_diag_free(&d);
+	cfg_diag_free(&e);
+}
+END_TEST
+
+START_TEST(test_defer_errors_at_their_place)
+{
+	struct cfg_diag d, e = { 0 };
+	struct config *cfg = load_deferred(&d);
+	struct cfg_addr a;
+
+	/* A lookup that failed. */
+	ck_assert_int_eq(cfg_host_apply(cfg, 2, NULL, "cannot resolve host "
+	    "\"mx2.test\": no answer within 5 s", &e), -1);
+	ck_assert_msg(find(&e, CFG_ERROR, 13, 29, "no answer within 5 s") !=
+	    NULL, "%s", dump(&e));
+	/* A server may not be the unspecified address, a bind may. */
+	a = addr4("0.0.0.0", 10025);
+	ck_assert_int_eq(cfg_host_apply(cfg, 2, &a, NULL, &e), -1);
+	ck_assert_msg(find(&e, CFG_ERROR, 13, 29, "cannot be connected to") !=
+	    NULL, "%s", dump(&e));
+	/* A name that lands on another listener's address. */
+	a = addr4("127.0.0.1", 2525);
+	ck_assert_int_eq(cfg_host_apply(cfg, 1, &a, NULL, &e), 0);
+	a = addr4("127.0.0.1", 2526);
+	ck_assert_int_eq(cfg_host_apply(cfg, 0, &a, NULL, &e), 0);
+	ck_assert_int_eq(cfg_hosts_finish(cfg, &e), -1);
+	ck_assert_msg(find(&e, CFG_ERROR, 7, 11, "duplicate bind address "
+	    "[127.0.0.1]:2525 (also in listener \"a\")") != NULL, "%s",
+	    dump(&e));
+	/* The server never got an address: said, not skipped. */
+	ck_assert_msg(find(&e, CFG_ERROR, 13, 29, "was not resolved") != NULL,
+	    "%s", dump(&e));
+	cfg_free(cfg);
+	cfg_diag_free(&d);
+	cfg_diag_free(&e);
+}
+END_TEST
+
+START_TEST(test_accounts_at_their_place)
+{
+	static const char yaml[] =
+	    "hostname: mx.test\n"
+	    "user: \"no-such-user-xyz\"\n"
+	    "group: root\n"
+	    "control: {group: no-such-group-xyz}\n"
+	    "listeners:\n"
+	    "  - {name: a, bind: \"127.0.0.1:2525\", pool: p}\n"
+	    "pools:\n"
+	    "  p:\n"
+	    "    servers: [{name: s, address: \"10.0.0.1:25\"}]\n";
+	struct cfg_diag d, e = { 0 };
+	struct config *cfg = load(yaml, &d);
+
+	ck_assert_msg(cfg != NULL, "%s", dump(&d));
+	ck_assert_int_eq(cfg_check_accounts(cfg, &e), -1);
+	ck_assert_uint_eq(e.nerrors, 2);
+	ck_assert_msg(find(&e, CFG_ERROR, 2, 7, "user \"no-such-user-xyz\" "
+	    "does not exist") != NULL, "%s", dump(&e));
+	ck_assert_msg(find(&e, CFG_ERROR, 4, 18, "control.group "
+	    "\"no-such-group-xyz\" does not exist") != NULL, "%s", dump(&e));
+	cfg_free(cfg);
+	cfg_diag_free(&d);
+	cfg_diag_free(&e);
+}
+END_TEST
+
 static Suite *
 config_suite(void)
 {
@@ -1179,6 +1339,13 @@ config_suite(void)
 
 	ADD("cfg_load_file", test_load_file);
 	ADD("cfg_diag_print", test_diag_print);
+
+	tc = tcase_create("cfg_resolve_defer");
+	tcase_add_test(tc, test_defer_lists_names);
+	tcase_add_test(tc, test_defer_apply);
+	tcase_add_test(tc, test_defer_errors_at_their_place);
+	suite_add_tcase(s, tc);
+	ADD("cfg_check_accounts", test_accounts_at_their_place);
 	return s;
 }
 

@@ -17,6 +17,7 @@
 #include "core/child.h"
 #include "core/health.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/net.h"
 #include "core/shm.h"
 #include "core/worker.h"
@@ -95,6 +96,7 @@ hc_on_done(bool ok, const char *reason, double elapsed_ms, void *arg)
 	check_free(hs->check);
 	hs->check = NULL;
 	hs->checks++;
+	metrics_count_check(hs->slot, ok, reason, elapsed_ms);
 	next = hc_next_state(hs, ok);
 	if (next != hs->state) {
 		if (next == SHM_HEALTH_DOWN)

@@ -34,9 +34,11 @@ usage(FILE *out)
 	    ")\n"
 	    "commands:\n"
 	    "  status [--json]      workers, pools and servers\n"
-	    "  enable POOL/SERVER   take new sessions again\n"
-	    "  disable POOL/SERVER  no new sessions (maintenance)\n"
-	    "  drain POOL/SERVER    no new sessions; open ones finish\n"
+	    "  enable POOL/SERVER   take new sessions again (and check it again)\n"
+	    "  disable POOL/SERVER  maintenance: no new sessions and no health\n"
+	    "                       checks; open sessions finish\n"
+	    "  drain POOL/SERVER    no new sessions, open ones finish; health\n"
+	    "                       checks go on\n"
 	    "  reload               re-read the configuration; answers once the\n"
 	    "                       new workers accept, or with the errors\n");
 }

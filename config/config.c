@@ -139,6 +139,8 @@ static int cfg_parse_trusted(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_pools(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_servers(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_server_address(struct cfg_parser *, yaml_node_t *, void *);
+static int cfg_parse_metrics(struct cfg_parser *, yaml_node_t *, void *);
+static int cfg_parse_metrics_bind(struct cfg_parser *, yaml_node_t *, void *);
 
 /* ---- the schema ---- */
 
@@ -157,6 +159,12 @@ static const struct cfg_key cfg_control_keys[] = {
 };
 static const struct cfg_section cfg_control_section =
     SECTION("control", "in control", cfg_control_keys);
+
+static const struct cfg_key cfg_metrics_keys[] = {
+	K_FUNC("bind", cfg_parse_metrics_bind),
+};
+static const struct cfg_section cfg_metrics_section =
+    SECTION("metrics", "in metrics", cfg_metrics_keys);
 
 static const struct cfg_key cfg_listener_keys[] = {
 	K_NAME(struct cfg_listener, "name", name),
@@ -226,6 +234,7 @@ static const struct cfg_key cfg_root_keys[] = {
 	K_HOST(struct config, "hostname", hostname),
 	K_MAP("log", 0, cfg_log_section),
 	K_MAP("control", 0, cfg_control_section),
+	K_FUNC("metrics", cfg_parse_metrics),
 	K_FUNC("listeners", cfg_parse_listeners),
 	K_FUNC("pools", cfg_parse_pools),
 };
@@ -777,6 +786,57 @@ cfg_parse_control_mode(struct cfg_parser *p, yaml_node_t *v, void *obj)
 	return 0;
 }
 
+/* ---- metrics ---- */
+
+static int
+cfg_parse_metrics(struct cfg_parser *p, yaml_node_t *v, void *obj)
+{
+	const struct cfg_section *sec = &cfg_metrics_section;
+	struct config *cfg = obj;
+	const char *parent = p->key_parent;
+	unsigned seen;
+	int rc;
+
+	if (v->type != YAML_MAPPING_NODE)
+		return cfg_verror(p, v, "expected a mapping with bind, got %s",
+		    cfg_kind_name(v));
+	p->key_parent = "metrics";
+	rc = cfg_parse_map(p, v, sec, cfg, &seen);
+	p->key_parent = parent;
+	if (rc == -1)
+		return -1;
+	cfg_require(p, v, sec, seen, "bind", "in metrics");
+	cfg->metrics.enabled = cfg_seen(sec, seen, "bind");
+	return 0;
+}
+
+static int cfg_defer_host(struct cfg_parser *p, const yaml_node_t *n,
+    const char *name, unsigned port, bool bind, size_t list, size_t item);
+
+static int
+cfg_parse_metrics_bind(struct cfg_parser *p, yaml_node_t *v, void *obj)
+{
+	struct config *cfg = obj;
+	const char *s = cfg_scalar(p, v, "an address like 127.0.0.1:9745 or "
+	    "[::1]:9745");
+	char err[256], host[256];
+	unsigned port;
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	rc = cfg_parse_addr_deferred(s, true, cfg_resolve == CFG_RESOLVE_NOW,
+	    &cfg->metrics.bind, host, sizeof host, &port, err, sizeof err);
+	if (rc == -1)
+		return cfg_verror(p, v, "%s", err);
+	cfg->metrics_pos.line = (unsigned)v->start_mark.line + 1;
+	cfg->metrics_pos.column = (unsigned)v->start_mark.column + 1;
+	if (rc == 1)
+		return cfg_defer_host(p, v, host, port, true, CFG_HOST_METRICS,
+		    0);
+	return 0;
+}
+
 /* ---- listeners ---- */
 
 /* Keep a host name for later resolution (a DEFER load); -1 after an error. */
@@ -1169,6 +1229,17 @@ cfg_bind_port(const struct config *cfg, size_t li, size_t bj)
 	return cfg_addr_port(&cfg->listeners[li].binds[bj]);
 }
 
+/* The listener that binds a (resolved) address, or NULL. */
+static const struct cfg_listener *
+cfg_bind_owner(const struct config *cfg, const struct cfg_addr *a)
+{
+	for (size_t i = 0; a->len > 0 && i < cfg->nlisteners; i++)
+		for (size_t j = 0; j < cfg->listeners[i].nbinds; j++)
+			if (cfg_addr_equal(&cfg->listeners[i].binds[j], a))
+				return &cfg->listeners[i];
+	return NULL;
+}
+
 static void
 cfg_finish(struct cfg_parser *p, yaml_node_t *root, unsigned seen)
 {
@@ -1217,6 +1288,11 @@ cfg_finish(struct cfg_parser *p, yaml_node_t *root, unsigned seen)
 			break;
 		}
 	}
+	if (cfg->metrics.enabled && cfg_bind_owner(cfg, &cfg->metrics.bind))
+		cfg_error_at(p, cfg->metrics_pos.line, cfg->metrics_pos.column,
+		    "metrics.bind: %s is a bind address of listener \"%s\" "
+		    "too", cfg->metrics.bind.text,
+		    cfg_bind_owner(cfg, &cfg->metrics.bind)->name);
 }
 
 static struct config *
@@ -1480,6 +1556,10 @@ cfg_host_lookup(const struct cfg_host *h, struct cfg_addr *out, char *err,
 static struct cfg_addr *
 cfg_host_target(struct config *cfg, const struct cfg_host *h, char **spec)
 {
+	if (h->bind && h->list == CFG_HOST_METRICS) {
+		*spec = NULL;
+		return &cfg->metrics.bind;
+	}
 	if (h->bind) {
 		if (h->list >= cfg->nlisteners ||
 		    h->item >= cfg->listeners[h->list].nbinds)
@@ -1533,7 +1613,30 @@ cfg_hosts_finish(struct config *cfg, struct cfg_diag *diag)
 
 		if (!h->bind)
 			continue;
+		if (h->list == CFG_HOST_METRICS) {
+			const struct cfg_listener *o;
+
+			if (cfg->metrics.bind.len == 0) {
+				cfg_error_pos(diag, &h->pos, "host \"%s\" was "
+				    "not resolved", h->name);
+				rc = -1;
+			} else if ((o = cfg_bind_owner(cfg,
+			    &cfg->metrics.bind)) != NULL) {
+				cfg_error_pos(diag, &h->pos, "metrics.bind: %s "
+				    "is a bind address of listener \"%s\" too",
+				    cfg->metrics.bind.text, o->name);
+				rc = -1;
+			}
+			continue;
+		}
 		a = &cfg->listeners[h->list].binds[h->item];
+		if (cfg->metrics.enabled && cfg->metrics.bind.len > 0 &&
+		    cfg_addr_equal(a, &cfg->metrics.bind)) {
+			cfg_error_pos(diag, &h->pos, "duplicate bind address %s "
+			    "(also metrics.bind)", a->text);
+			rc = -1;
+			continue;
+		}
 		if (a->len == 0) {
 			cfg_error_pos(diag, &h->pos, "host \"%s\" was not "
 			    "resolved", h->name);

@@ -707,9 +707,25 @@ static const struct {
 	/* missing required things */
 	{ T_ROOT, "listeners: []", 2, 1, 12, "at least one listener is required" },
 	{ T_POOL, "servers: []", 2, 8, 5, "duplicate key \"servers\"" },
+	/* metrics */
+	{ T_ROOT, "metrics: {bind: \"127.0.0.1:99999\"}", 1, 1, 17,
+	    "metrics.bind: bad address \"127.0.0.1:99999\": the port must be" },
+	{ T_ROOT, "metrics: {bind: \"[::1]\"}", 1, 1, 17,
+	    "metrics.bind: bad address \"[::1]\"" },
+	{ T_ROOT, "metrics: {}", 1, 1, 10, "missing key \"bind\" in metrics" },
+	{ T_ROOT, "metrics: {bnd: \"127.0.0.1:9745\"}", 2, 1, 11,
+	    "unknown key \"bnd\" in metrics (did you mean \"bind\"?)" },
+	{ T_ROOT, "metrics: 9745", 1, 1, 10,
+	    "metrics: expected a mapping with bind, got a single value" },
+	{ T_ROOT, "metrics: {bind: [\"127.0.0.1:9745\"]}", 1, 1, 17,
+	    "metrics.bind: expected an address like 127.0.0.1:9745 or [::1]:9745, "
+	    "got a list" },
+	{ T_ROOT, "metrics: {bind: \"127.0.0.1:2525\"}", 1, 1, 17,
+	    "metrics.bind: [127.0.0.1]:2525 is a bind address of listener "
+	    "\"listener1\" too" },
 	/* several errors in one file, all reported */
 	{ T_LISTENER, "mode: x\n    proxy_timeout: 1y\n    client_timeout: 0s", 3, 7, 21,
-	    "greater than 0" },
+	    "client_timeout: expected a duration greater than 0" },
 };
 
 START_TEST(test_errors)
@@ -943,6 +959,65 @@ START_TEST(test_resolve_off)
 }
 END_TEST
 
+/* metrics.bind: IPv4, IPv6, the wildcard, and a host name resolved later
+ * (a reload) like a listener's bind. */
+START_TEST(test_metrics_bind)
+{
+	struct cfg_diag d;
+	struct config *cfg;
+	struct cfg_addr a;
+	char yaml[1024], err[256];
+
+	cfg = load(minimal, &d);
+	ck_assert_msg(cfg != NULL, "%s", dump(&d));
+	ck_assert(!cfg->metrics.enabled);
+	cfg_free(cfg);
+	cfg_diag_free(&d);
+
+	subst(yaml, sizeof yaml, T_ROOT, "metrics: {bind: \"[::1]:9745\"}");
+	cfg = load(yaml, &d);
+	ck_assert_msg(cfg != NULL, "%s", dump(&d));
+	ck_assert(cfg->metrics.enabled);
+	ck_assert_int_eq(cfg->metrics.bind.ss.ss_family, AF_INET6);
+	ck_assert_str_eq(cfg->metrics.bind.text, "[::1]:9745");
+	cfg_free(cfg);
+	cfg_diag_free(&d);
+
+	subst(yaml, sizeof yaml, T_ROOT, "metrics:\n  bind: 0.0.0.0:9745");
+	cfg = load(yaml, &d);
+	ck_assert_msg(cfg != NULL, "%s", dump(&d));
+	ck_assert_str_eq(cfg->metrics.bind.text, "[0.0.0.0]:9745");
+	cfg_free(cfg);
+	cfg_diag_free(&d);
+
+	cfg_set_resolve_mode(CFG_RESOLVE_DEFER);
+	subst(yaml, sizeof yaml, T_ROOT, "metrics: {bind: \"localhost:2525\"}");
+	cfg = load(yaml, &d);
+	cfg_set_resolve_mode(CFG_RESOLVE_NOW);
+	ck_assert_msg(cfg != NULL, "%s", dump(&d));
+	ck_assert_uint_eq(cfg->nhosts, 1);
+	ck_assert(cfg->hosts[0].bind);
+	ck_assert(cfg->hosts[0].list == CFG_HOST_METRICS);
+	ck_assert_uint_eq(cfg->hosts[0].pos.line, 1);
+	ck_assert_uint_eq(cfg->hosts[0].pos.column, 17);
+	ck_assert_int_eq(cfg_parse_addr("127.0.0.2:2525", true, false, &a, err,
+	    sizeof err), 0);
+	ck_assert_int_eq(cfg_host_apply(cfg, 0, &a, NULL, &d), 0);
+	ck_assert_str_eq(cfg->metrics.bind.text, "[127.0.0.2]:2525");
+	ck_assert_int_eq(cfg_hosts_finish(cfg, &d), 0);
+	/* The same name resolving to a listener's address is refused. */
+	ck_assert_int_eq(cfg_parse_addr("127.0.0.1:2525", true, false, &a, err,
+	    sizeof err), 0);
+	ck_assert_int_eq(cfg_host_apply(cfg, 0, &a, NULL, &d), 0);
+	ck_assert_int_eq(cfg_hosts_finish(cfg, &d), -1);
+	ck_assert_msg(find(&d, CFG_ERROR, 1, 17, "metrics.bind: [127.0.0.1]:2525 "
+	    "is a bind address of listener \"listener1\" too") != NULL, "%s",
+	    dump(&d));
+	cfg_free(cfg);
+	cfg_diag_free(&d);
+}
+END_TEST
+
 /* ---- the "not supported yet" gates ---- */
 
 static const struct {
@@ -1169,6 +1244,7 @@ config_suite(void)
 	tcase_add_test(tc, test_errors_in_order);
 	tcase_add_test(tc, test_too_many_errors);
 	tcase_add_test(tc, test_resolve_off);
+	tcase_add_test(tc, test_metrics_bind);
 	tcase_add_loop_test(tc, test_port25_warning, 0,
 	    (int)(sizeof warn_vectors / sizeof warn_vectors[0]));
 	suite_add_tcase(s, tc);

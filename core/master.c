@@ -1491,9 +1491,9 @@ master_render_metrics(struct evbuffer *out, void *arg)
 
 /*
  * The master's loop: its own events at the default priority, the metrics
- * endpoint's below them, and at most one of those run before the loop
- * looks for new events again, so scrapers never hold up a signal, a
- * child or the control socket for more than one answer.
+ * endpoint's renderings below them, and at most one of those runs before
+ * the loop looks for new events again, so scrapers never hold up a
+ * signal, a child or the control socket for more than one rendering.
  */
 static struct event_base *
 master_event_base(void)

@@ -71,6 +71,13 @@ struct metrics_http {
 	size_t nconns;
 	struct bufferevent *pending[METRICS_HTTP_MAX_CONNS];
 	size_t npending;
+	/* GET /metrics requests waiting for the render event, oldest first. */
+	struct {
+		struct evhttp_request *req;
+		struct evhttp_connection *evcon;
+	} waiting[METRICS_HTTP_MAX_CONNS];
+	size_t nwaiting;
+	struct event *render_ev;
 	struct event *post_ev;		/* notes pending connections */
 	struct event *sweep_ev;
 	struct event *resume_ev;	/* accepting paused (out of fds) */
@@ -269,7 +276,9 @@ mh_on_sweep(evutil_socket_t fd, short what, void *arg)
 	mh_warn(h);
 }
 
-/* evhttp makes a connection: its bufferevent, at our priority. */
+/* evhttp makes a connection: its bufferevent, noted for mh_on_post.
+ * (Its events cannot be given a priority: evhttp sets the socket after
+ * this, which assigns them afresh; the work is in mh_on_render.) */
 static struct bufferevent *
 mh_bevcb(struct event_base *base, void *arg)
 {
@@ -279,7 +288,6 @@ mh_bevcb(struct event_base *base, void *arg)
 	bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL)
 		return NULL;		/* evhttp makes one; not counted */
-	(void)bufferevent_priority_set(bev, METRICS_HTTP_PRIORITY);
 	if (h->npending < METRICS_HTTP_MAX_CONNS)
 		h->pending[h->npending++] = bev;
 	event_active(h->post_ev, EV_TIMEOUT, 0);
@@ -309,6 +317,67 @@ mh_reply(struct evhttp_request *req, int code, const char *reason,
 		evbuffer_free(body);
 }
 
+/* The render event runs at the next turn of the loop. */
+static void
+mh_render_soon(struct metrics_http *h)
+{
+	struct timeval now = { 0, 0 };
+
+	if (h->nwaiting > 0 && !evtimer_pending(h->render_ev, NULL))
+		evtimer_add(h->render_ev, &now);
+}
+
+/* A connection with a request waiting went away: forget the request
+ * (evhttp frees it). */
+static void
+mh_on_conn_closed(struct evhttp_connection *evcon, void *arg)
+{
+	struct metrics_http *h = arg;
+
+	for (size_t i = 0; i < h->nwaiting; i++) {
+		if (h->waiting[i].evcon != evcon)
+			continue;
+		memmove(&h->waiting[i], &h->waiting[i + 1],
+		    (h->nwaiting - i - 1) * sizeof(h->waiting[0]));
+		h->nwaiting--;
+		return;
+	}
+}
+
+/*
+ * Answer the oldest request waiting. One exposition per turn of the
+ * loop, at the endpoint's low priority: whatever else is ready (a
+ * signal, a child, a control client) runs before the next one.
+ */
+static void
+mh_on_render(evutil_socket_t fd, short what, void *arg)
+{
+	struct metrics_http *h = arg;
+	struct evhttp_request *req;
+	struct evkeyvalq *hdr;
+	struct evbuffer *body;
+
+	if (h->nwaiting == 0)
+		return;
+	req = h->waiting[0].req;
+	evhttp_connection_set_closecb(h->waiting[0].evcon, NULL, NULL);
+	memmove(&h->waiting[0], &h->waiting[1],
+	    (h->nwaiting - 1) * sizeof(h->waiting[0]));
+	h->nwaiting--;
+	mh_render_soon(h);
+	if ((body = evbuffer_new()) == NULL) {
+		mh_reply(req, HTTP_SERVUNAVAIL, "Service Unavailable",
+		    "out of memory");
+		return;
+	}
+	h->render(body, h->arg);
+	hdr = evhttp_request_get_output_headers(req);
+	evhttp_add_header(hdr, "Content-Type", PROM_CONTENT_TYPE);
+	evhttp_add_header(hdr, "Connection", "close");
+	evhttp_send_reply(req, HTTP_OK, "OK", body);
+	evbuffer_free(body);
+}
+
 static void
 mh_on_request(struct evhttp_request *req, void *arg)
 {
@@ -316,9 +385,7 @@ mh_on_request(struct evhttp_request *req, void *arg)
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
-	struct evkeyvalq *hdr;
 	struct mh_conn *c;
-	struct evbuffer *body;
 
 	if (evcon != NULL && (c = mh_conn_by_fd(h, bufferevent_getfd(
 	    evhttp_connection_get_bufferevent(evcon)))) != NULL)
@@ -333,17 +400,18 @@ mh_on_request(struct evhttp_request *req, void *arg)
 		    "method not allowed: smtpfront serves GET /metrics only");
 		return;
 	}
-	if ((body = evbuffer_new()) == NULL) {
+	if (evcon == NULL || h->nwaiting == METRICS_HTTP_MAX_CONNS) {
+		/* Cannot happen: one request per connection. */
 		mh_reply(req, HTTP_SERVUNAVAIL, "Service Unavailable",
-		    "out of memory");
+		    "too many requests");
 		return;
 	}
-	h->render(body, h->arg);
-	hdr = evhttp_request_get_output_headers(req);
-	evhttp_add_header(hdr, "Content-Type", PROM_CONTENT_TYPE);
-	evhttp_add_header(hdr, "Connection", "close");
-	evhttp_send_reply(req, HTTP_OK, "OK", body);
-	evbuffer_free(body);
+	/* Answered from the render event, one per turn of the loop. */
+	h->waiting[h->nwaiting].req = req;
+	h->waiting[h->nwaiting].evcon = evcon;
+	h->nwaiting++;
+	evhttp_connection_set_closecb(evcon, mh_on_conn_closed, h);
+	mh_render_soon(h);
 }
 
 /* ------------------------------------------------------------ listener */
@@ -399,6 +467,12 @@ mh_on_accept_error(struct evconnlistener *l, void *arg)
 static void
 mh_stop(struct metrics_http *h)
 {
+	/* evhttp frees the requests with their connections. */
+	for (size_t i = 0; i < h->nwaiting; i++)
+		evhttp_connection_set_closecb(h->waiting[i].evcon, NULL, NULL);
+	h->nwaiting = 0;
+	if (h->render_ev != NULL)
+		evtimer_del(h->render_ev);
 	if (h->http != NULL)
 		evhttp_free(h->http);	/* its connections and socket too */
 	h->http = NULL;
@@ -451,9 +525,11 @@ metrics_http_new(struct event_base *base, metrics_http_render_fn render,
 	h->sweep_ev = evtimer_new(base, mh_on_sweep, h);
 	h->resume_ev = evtimer_new(base, mh_on_resume, h);
 	h->warn_ev = evtimer_new(base, mh_on_warn, h);
+	h->render_ev = evtimer_new(base, mh_on_render, h);
 	if (h->post_ev == NULL || h->sweep_ev == NULL || h->resume_ev == NULL ||
-	    h->warn_ev == NULL ||
-	    event_priority_set(h->post_ev, 0) == -1) {
+	    h->warn_ev == NULL || h->render_ev == NULL ||
+	    event_priority_set(h->post_ev, 0) == -1 ||
+	    event_priority_set(h->render_ev, METRICS_HTTP_PRIORITY) == -1) {
 		metrics_http_free(h);
 		return NULL;
 	}
@@ -476,6 +552,8 @@ metrics_http_free(struct metrics_http *h)
 		event_free(h->resume_ev);
 	if (h->warn_ev != NULL)
 		event_free(h->warn_ev);
+	if (h->render_ev != NULL)
+		event_free(h->render_ev);
 	free(h);
 }
 

@@ -4,9 +4,10 @@
  * libevent's evhttp, never blocking it. Anything else is a 404 or a 405.
  * One request per connection; connections are bounded in number (idle ones
  * are closed to make room) and in time (METRICS_HTTP_DEADLINE_MS in all),
- * and its callbacks run at METRICS_HTTP_PRIORITY, below the master's other
- * events, one at a time: a slow, stuck or crowding scraper cannot delay
- * signals, reloads or the control socket. The master's event base must have
+ * and the expositions are rendered at METRICS_HTTP_PRIORITY, below the
+ * master's other events, one per turn of its loop: a slow, stuck or
+ * crowding scraper cannot delay signals, reloads or the control socket by
+ * more than one rendering. The master's event base must have
  * METRICS_HTTP_PRIORITIES priorities (its own events at the default one).
  */
 #ifndef SMTPFRONT_METRICS_HTTP_H

@@ -97,25 +97,17 @@ hc_on_done(bool ok, const char *reason, double elapsed_ms, void *arg)
 	struct hc_server *hs = arg;
 	struct shm_health_snapshot snap;
 	enum shm_health next;
+	bool changed;
 
 	check_free(hs->check);
 	hs->check = NULL;
 	hs->checks++;
 	metrics_count_check(hs->slot, ok, reason, elapsed_ms);
 	next = hc_next_state(hs, ok);
-	if (next != hs->state) {
-		if (next == SHM_HEALTH_DOWN)
-			log_warnx("health: server %s/%s is DOWN (%s)",
-			    hs->pool->name, hs->srv->name, reason);
-		else
-			log_info("health: server %s/%s is UP (%s)",
-			    hs->pool->name, hs->srv->name, reason);
-		hs->state = next;
-	} else {
-		log_debug("health: server %s/%s %s: %s (%.1f ms)",
-		    hs->pool->name, hs->srv->name, ok ? "ok" : "failed",
-		    reason, elapsed_ms);
-	}
+	changed = next != hs->state;
+	hs->state = next;
+	/* Published before it is logged: whoever acts on the line (an
+	 * operator, a test) finds the workers already acting on it. */
 	memset(&snap, 0, sizeof(snap));
 	snap.state = hs->state;
 	snprintf(snap.reason, sizeof(snap.reason), "%s", reason);
@@ -123,6 +115,16 @@ hc_on_done(bool ok, const char *reason, double elapsed_ms, void *arg)
 	snap.last_check_us = net_now_us();
 	snap.checks = hs->checks;
 	shm_health_publish(hs->slot, &snap);
+	if (changed && next == SHM_HEALTH_DOWN)
+		log_warnx("health: server %s/%s is DOWN (%s)", hs->pool->name,
+		    hs->srv->name, reason);
+	else if (changed)
+		log_info("health: server %s/%s is UP (%s)", hs->pool->name,
+		    hs->srv->name, reason);
+	else
+		log_debug("health: server %s/%s %s: %s (%.1f ms)",
+		    hs->pool->name, hs->srv->name, ok ? "ok" : "failed",
+		    reason, elapsed_ms);
 	hc_schedule(hs, hs->pool->health.interval_ms);
 }
 
@@ -141,14 +143,14 @@ hc_pause(struct hc_server *hs)
 		hs->paused = true;
 		hs->state = SHM_HEALTH_UNKNOWN;
 		hs->successes = hs->failures = 0;
-		log_info("health: server %s/%s is in maintenance: checks paused",
-		    hs->pool->name, hs->srv->name);
 		memset(&snap, 0, sizeof(snap));
 		snap.state = SHM_HEALTH_UNKNOWN;
 		snprintf(snap.reason, sizeof(snap.reason), "not checked: in "
 		    "maintenance (smtpfrontctl disable)");
 		snap.checks = hs->checks;
 		shm_health_publish(hs->slot, &snap);
+		log_info("health: server %s/%s is in maintenance: checks paused",
+		    hs->pool->name, hs->srv->name);
 	}
 	hc_schedule(hs, hs->pool->health.interval_ms < HC_PAUSE_POLL_MS ?
 	    hs->pool->health.interval_ms : HC_PAUSE_POLL_MS);

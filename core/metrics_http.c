@@ -215,12 +215,20 @@ mh_on_post(evutil_socket_t fd, short what, void *arg)
 
 	mh_prune(h);
 	for (size_t i = 0; i < h->npending; i++) {
-		int s = bufferevent_getfd(h->pending[i]);
+		struct bufferevent *bev = h->pending[i];
+		bufferevent_event_cb eventcb = NULL;
+		int s = bufferevent_getfd(bev);
 		struct mh_conn *c;
 		struct stat st;
 
-		if (s < 0 || fstat(s, &st) == -1)
+		/* evhttp frees a connection's bufferevent by clearing its
+		 * callbacks first: such a one is not a connection any more. */
+		bufferevent_getcb(bev, NULL, NULL, &eventcb, NULL);
+		if (eventcb == NULL || s < 0 || fstat(s, &st) == -1) {
+			bufferevent_decref(bev);
 			continue;
+		}
+		bufferevent_decref(bev);
 		/* A descriptor we still list belongs to this one now. */
 		while ((c = mh_conn_by_fd(h, s)) != NULL)
 			*c = h->conns[--h->nconns];
@@ -288,8 +296,12 @@ mh_bevcb(struct event_base *base, void *arg)
 	bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL)
 		return NULL;		/* evhttp makes one; not counted */
-	if (h->npending < METRICS_HTTP_MAX_CONNS)
+	if (h->npending < METRICS_HTTP_MAX_CONNS) {
+		/* Kept alive for mh_on_post even if evhttp gives up on the
+		 * connection first (out of memory). */
+		bufferevent_incref(bev);
 		h->pending[h->npending++] = bev;
+	}
 	event_active(h->post_ev, EV_TIMEOUT, 0);
 	/* The listener accepts in a loop: stop it at the bound. */
 	if (mh_live(h) + h->npending >= METRICS_HTTP_MAX_CONNS)
@@ -467,6 +479,9 @@ mh_on_accept_error(struct evconnlistener *l, void *arg)
 static void
 mh_stop(struct metrics_http *h)
 {
+	for (size_t i = 0; i < h->npending; i++)
+		bufferevent_decref(h->pending[i]);
+	h->npending = 0;
 	/* evhttp frees the requests with their connections. */
 	for (size_t i = 0; i < h->nwaiting; i++)
 		evhttp_connection_set_closecb(h->waiting[i].evcon, NULL, NULL);

@@ -25,6 +25,9 @@
  *      bytes per listener slot, and a fixed part; a fixed part computed
  *      from the configuration at start goes in shm_slot_fixed_bytes() (it
  *      sees the start config; the size then holds for the master's life);
+ *      mark it `counters` when it holds only 64-bit monotonic counters:
+ *      the master then keeps what a reaped worker counted, and readers
+ *      get the whole with shm_counters_sum();
  *   3. a worker writes its own copy through shm_slot_mine() (the pointer
  *      stays valid for the worker's life), readers read any slot's copy
  *      through shm_slot_region() (NULL: that slot has no block yet).

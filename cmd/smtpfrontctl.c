@@ -2,7 +2,8 @@
 /*
  * smtpfrontctl: the control client. Sends one command line to the master's
  * control socket, reads the JSON answer and prints it for a human (or raw
- * with `status --json`). Exit: 0 ok, 1 error or refused, 2 usage.
+ * with `status --json`); `metrics` prints the Prometheus text it gets.
+ * Exit: 0 ok, 1 error or refused, 2 usage.
  */
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -33,12 +34,16 @@ usage(FILE *out)
 	    "  -s SOCKET            control socket (default " DEFAULT_SOCKET
 	    ")\n"
 	    "commands:\n"
-	    "  status [--json]      workers, pools and servers\n"
-	    "  enable POOL/SERVER   take new sessions again\n"
-	    "  disable POOL/SERVER  no new sessions (maintenance)\n"
-	    "  drain POOL/SERVER    no new sessions; open ones finish\n"
+	    "  status [--json]      workers, listeners (sessions by result),\n"
+	    "                       pools and servers\n"
+	    "  enable POOL/SERVER   take new sessions again (and check it again)\n"
+	    "  disable POOL/SERVER  maintenance: no new sessions and no health\n"
+	    "                       checks; open sessions finish\n"
+	    "  drain POOL/SERVER    no new sessions, open ones finish; health\n"
+	    "                       checks go on\n"
 	    "  reload               re-read the configuration; answers once the\n"
-	    "                       new workers accept, or with the errors\n");
+	    "                       new workers accept, or with the errors\n"
+	    "  metrics              the Prometheus metrics (as GET /metrics)\n");
 }
 
 /*
@@ -175,6 +180,46 @@ ctl_fmt_duration(double s, char *buf, size_t cap)
 		snprintf(buf, cap, "%lldd%02lldh", t / 86400, t / 3600 % 24);
 }
 
+/*
+ * Each listener: its sessions against max_connections, then how the
+ * sessions since start ended, the ones that happened only:
+ *   smtp    3 of 10000 sessions; since start: 120 ok, 2 overload
+ */
+static void
+ctl_print_listeners(const struct json *ls)
+{
+	int wname = 8;
+
+	if (ls == NULL || ls->type != JSON_ARRAY || ls->nitems == 0)
+		return;
+	for (size_t i = 0; i < ls->nitems; i++) {
+		int n = (int)strlen(json_get_str(ls->items[i], "name", ""));
+
+		wname = n > wname ? n : wname;
+	}
+	printf("\n%-*s %6s %6s  %s\n", wname, "LISTENER", "ACTIVE", "MAX",
+	    "SESSIONS SINCE START, BY RESULT");
+	for (size_t i = 0; i < ls->nitems; i++) {
+		const struct json *l = ls->items[i];
+		const struct json *res = json_get(l, "sessions");
+		bool any = false;
+
+		printf("%-*s %6.0f %6.0f  ", wname, json_get_str(l, "name", "?"),
+		    json_get_num(l, "active", 0),
+		    json_get_num(l, "max_connections", 0));
+		for (size_t k = 0; res != NULL && res->type == JSON_OBJECT &&
+		    k < res->nitems; k++) {
+			const struct json *r = res->items[k];
+
+			if (r->type != JSON_NUMBER || r->num == 0)
+				continue;
+			printf("%s%.0f %s", any ? ", " : "", r->num, r->key);
+			any = true;
+		}
+		printf("%s\n", any ? "" : "none yet");
+	}
+}
+
 static void
 ctl_print_status(const struct json *st)
 {
@@ -196,6 +241,7 @@ ctl_print_status(const struct json *st)
 		    json_get_bool(w, "draining", false) ? "yes" : "no",
 		    json_get_num(w, "active", 0));
 	}
+	ctl_print_listeners(json_get(st, "listeners"));
 	for (size_t i = 0; pools != NULL && pools->type == JSON_ARRAY &&
 	    i < pools->nitems; i++) {
 		const struct json *p = pools->items[i];
@@ -335,6 +381,10 @@ main(int argc, char **argv)
 		if (nargs != 0)
 			goto bad_usage;
 		snprintf(request, sizeof(request), "reload\n");
+	} else if (strcmp(cmd, "metrics") == 0) {
+		if (nargs != 0)
+			goto bad_usage;
+		snprintf(request, sizeof(request), "metrics\n");
 	} else {
 		fprintf(stderr, "smtpfrontctl: unknown command \"%s\"\n", cmd);
 		usage(stderr);
@@ -344,6 +394,12 @@ main(int argc, char **argv)
 	text = ctl_exchange(path, request, &len);
 	if (text == NULL)
 		return 1;
+	/* The exposition is text; an error is still a JSON answer. */
+	if (strcmp(cmd, "metrics") == 0 && text[0] != '{') {
+		fputs(text, stdout);
+		free(text);
+		return 0;
+	}
 	if (raw) {
 		fputs(text, stdout);
 		if (text[len - 1] != '\n')

@@ -73,6 +73,11 @@ struct cfg_parser {
 	bool stop;			/* too many errors, or out of memory */
 	yaml_node_t **listener_nodes;	/* parallel to cfg->listeners */
 	size_t cur_pool, cur_server;	/* the server being parsed */
+	/* The key whose value is being parsed, for messages about it: its
+	 * name, after the mapping key it sits in ("health.interval"); list
+	 * items (listeners, servers) and pools start afresh. */
+	const char *key;
+	const char *key_parent;
 };
 
 enum cfg_kind {
@@ -134,6 +139,8 @@ static int cfg_parse_trusted(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_pools(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_servers(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_server_address(struct cfg_parser *, yaml_node_t *, void *);
+static int cfg_parse_metrics(struct cfg_parser *, yaml_node_t *, void *);
+static int cfg_parse_metrics_bind(struct cfg_parser *, yaml_node_t *, void *);
 
 /* ---- the schema ---- */
 
@@ -152,6 +159,12 @@ static const struct cfg_key cfg_control_keys[] = {
 };
 static const struct cfg_section cfg_control_section =
     SECTION("control", "in control", cfg_control_keys);
+
+static const struct cfg_key cfg_metrics_keys[] = {
+	K_FUNC("bind", cfg_parse_metrics_bind),
+};
+static const struct cfg_section cfg_metrics_section =
+    SECTION("metrics", "in metrics", cfg_metrics_keys);
 
 static const struct cfg_key cfg_listener_keys[] = {
 	K_NAME(struct cfg_listener, "name", name),
@@ -221,6 +234,7 @@ static const struct cfg_key cfg_root_keys[] = {
 	K_HOST(struct config, "hostname", hostname),
 	K_MAP("log", 0, cfg_log_section),
 	K_MAP("control", 0, cfg_control_section),
+	K_FUNC("metrics", cfg_parse_metrics),
 	K_FUNC("listeners", cfg_parse_listeners),
 	K_FUNC("pools", cfg_parse_pools),
 };
@@ -291,6 +305,30 @@ cfg_error_at(struct cfg_parser *p, unsigned line, unsigned column,
 #define cfg_error(p, node, ...) cfg_error_at((p), \
 	(unsigned)(node)->start_mark.line + 1, \
 	(unsigned)(node)->start_mark.column + 1, __VA_ARGS__)
+
+/*
+ * An error in the value of the key being parsed: the message starts with
+ * the key's name ("workers: expected an integer ..."), so it reads on its
+ * own, also where the line is long or the key repeats (max_connections
+ * of a listener and of a server).
+ */
+static int __attribute__((format(printf, 3, 4)))
+cfg_value_error(struct cfg_parser *p, const yaml_node_t *node,
+    const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (p->key == NULL)
+		return cfg_error(p, node, "%s", msg);
+	return cfg_error(p, node, "%s%s%s: %s", p->key_parent != NULL ?
+	    p->key_parent : "", p->key_parent != NULL ? "." : "", p->key,
+	    msg);
+}
+#define cfg_verror(p, node, ...) cfg_value_error((p), (node), __VA_ARGS__)
 
 static void __attribute__((format(printf, 3, 4)))
 cfg_warn(struct cfg_parser *p, const yaml_node_t *node, const char *fmt, ...)
@@ -364,17 +402,17 @@ cfg_scalar(struct cfg_parser *p, yaml_node_t *n, const char *expected)
 	const char *s;
 
 	if (n->type != YAML_SCALAR_NODE) {
-		cfg_error(p, n, "expected %s, got %s", expected, cfg_kind_name(n));
+		cfg_verror(p, n, "expected %s, got %s", expected, cfg_kind_name(n));
 		return NULL;
 	}
 	s = (const char *)n->data.scalar.value;
 	if (strlen(s) != n->data.scalar.length) {
-		cfg_error(p, n, "expected %s, got a value with a NUL character",
+		cfg_verror(p, n, "expected %s, got a value with a NUL character",
 		    expected);
 		return NULL;
 	}
 	if (cfg_is_null(n)) {
-		cfg_error(p, n, "expected %s, got no value", expected);
+		cfg_verror(p, n, "expected %s, got no value", expected);
 		return NULL;
 	}
 	return s;
@@ -557,14 +595,14 @@ cfg_parse_value(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *v,
 		if ((s = cfg_scalar(p, v, expected)) == NULL)
 			return -1;
 		if (cfg_parse_uint(s, k->min, k->max, &u, err, sizeof err) == -1)
-			return cfg_error(p, v, "%s", err);
+			return cfg_verror(p, v, "%s", err);
 		memcpy(field, &u, sizeof u);
 		return 0;
 	case CFG_K_DURATION:
 		if ((s = cfg_scalar(p, v, "a duration like 5s, 300ms, 10m or 1h")) == NULL)
 			return -1;
 		if (cfg_parse_duration(s, &u, err, sizeof err) == -1)
-			return cfg_error(p, v, "%s", err);
+			return cfg_verror(p, v, "%s", err);
 		memcpy(field, &u, sizeof u);
 		return 0;
 	case CFG_K_BOOL: {
@@ -574,7 +612,7 @@ cfg_parse_value(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *v,
 			return -1;
 		if (strcmp(s, "true") != 0 && strcmp(s, "false") != 0) {
 			cfg_quote(s, q, sizeof q);
-			return cfg_error(p, v, "expected true or false, got %s", q);
+			return cfg_verror(p, v, "expected true or false, got %s", q);
 		}
 		b = s[0] == 't';
 		memcpy(field, &b, sizeof b);
@@ -591,21 +629,21 @@ cfg_parse_value(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *v,
 			}
 		}
 		cfg_quote(s, q, sizeof q);
-		return cfg_error(p, v, "expected %s, got %s", expected, q);
+		return cfg_verror(p, v, "expected %s, got %s", expected, q);
 	case CFG_K_NAME:
 		if ((s = cfg_scalar(p, v, "a name")) == NULL)
 			return -1;
 		if (cfg_check_name(s, err, sizeof err) == -1)
-			return cfg_error(p, v, "%s", err);
+			return cfg_verror(p, v, "%s", err);
 		memcpy(field, s, strlen(s) + 1);
 		return 0;
 	case CFG_K_HOST:
 		if ((s = cfg_scalar(p, v, "a host name")) == NULL)
 			return -1;
 		if (cfg_check_hostname(s, err, sizeof err) == -1)
-			return cfg_error(p, v, "%s", err);
+			return cfg_verror(p, v, "%s", err);
 		if (strlen(s) >= k->size)
-			return cfg_error(p, v, "host name too long");
+			return cfg_verror(p, v, "host name too long");
 		memcpy(field, s, strlen(s) + 1);
 		return 0;
 	case CFG_K_STRING:
@@ -614,18 +652,25 @@ cfg_parse_value(struct cfg_parser *p, const struct cfg_key *k, yaml_node_t *v,
 		len = strlen(s);
 		for (size_t i = 0; i < len; i++)
 			if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-				return cfg_error(p, v, "unexpected control "
+				return cfg_verror(p, v, "unexpected control "
 				    "character in a string");
 		if (len >= k->size)
-			return cfg_error(p, v, "too long: at most %zu characters",
+			return cfg_verror(p, v, "too long: at most %zu characters",
 			    k->size - 1);
 		memcpy(field, s, len + 1);
 		return 0;
-	case CFG_K_MAP:
+	case CFG_K_MAP: {
+		const char *parent = p->key_parent;
+		int rc;
+
 		if (v->type != YAML_MAPPING_NODE)
-			return cfg_error(p, v, "expected a mapping for \"%s\", "
-			    "got %s", k->name, cfg_kind_name(v));
-		return cfg_parse_map(p, v, k->section, field, NULL);
+			return cfg_verror(p, v, "expected a mapping, got %s",
+			    cfg_kind_name(v));
+		p->key_parent = k->name;
+		rc = cfg_parse_map(p, v, k->section, field, NULL);
+		p->key_parent = parent;
+		return rc;
+	}
 	case CFG_K_FUNC:
 		return k->parse(p, v, obj);
 	}
@@ -640,6 +685,7 @@ static int
 cfg_parse_map(struct cfg_parser *p, yaml_node_t *map,
     const struct cfg_section *sec, void *obj, unsigned *seen)
 {
+	const char *outer = p->key;
 	unsigned found = 0;
 
 	for (yaml_node_pair_t *pair = map->data.mapping.pairs.start;
@@ -658,8 +704,10 @@ cfg_parse_map(struct cfg_parser *p, yaml_node_t *map,
 			continue;
 		}
 		found |= 1u << i;
+		p->key = name;
 		if (cfg_parse_value(p, &sec->keys[i], v, obj) == 0)
 			cfg_check_supported(p, sec->name, name, obj, v);
+		p->key = outer;
 	}
 	if (seen != NULL)
 		*seen = found;
@@ -700,7 +748,7 @@ cfg_parse_workers(struct cfg_parser *p, yaml_node_t *v, void *obj)
 	    sizeof err) == 0)
 		return 0;
 	cfg_quote(s, q, sizeof q);
-	return cfg_error(p, v, "expected an integer from 1 to %d or auto, got %s",
+	return cfg_verror(p, v, "expected an integer from 1 to %d or auto, got %s",
 	    CFG_WORKERS_MAX, q);
 }
 
@@ -721,7 +769,7 @@ cfg_parse_facility(struct cfg_parser *p, yaml_node_t *v, void *obj)
 		}
 	}
 	cfg_quote(s, q, sizeof q);
-	return cfg_error(p, v, "expected %s, got %s", expected, q);
+	return cfg_verror(p, v, "expected %s, got %s", expected, q);
 }
 
 static int
@@ -734,7 +782,58 @@ cfg_parse_control_mode(struct cfg_parser *p, yaml_node_t *v, void *obj)
 	if (s == NULL)
 		return -1;
 	if (cfg_parse_mode(s, &cfg->control.mode, err, sizeof err) == -1)
-		return cfg_error(p, v, "%s", err);
+		return cfg_verror(p, v, "%s", err);
+	return 0;
+}
+
+/* ---- metrics ---- */
+
+static int
+cfg_parse_metrics(struct cfg_parser *p, yaml_node_t *v, void *obj)
+{
+	const struct cfg_section *sec = &cfg_metrics_section;
+	struct config *cfg = obj;
+	const char *parent = p->key_parent;
+	unsigned seen;
+	int rc;
+
+	if (v->type != YAML_MAPPING_NODE)
+		return cfg_verror(p, v, "expected a mapping with bind, got %s",
+		    cfg_kind_name(v));
+	p->key_parent = "metrics";
+	rc = cfg_parse_map(p, v, sec, cfg, &seen);
+	p->key_parent = parent;
+	if (rc == -1)
+		return -1;
+	cfg_require(p, v, sec, seen, "bind", "in metrics");
+	cfg->metrics.enabled = cfg_seen(sec, seen, "bind");
+	return 0;
+}
+
+static int cfg_defer_host(struct cfg_parser *p, const yaml_node_t *n,
+    const char *name, unsigned port, bool bind, size_t list, size_t item);
+
+static int
+cfg_parse_metrics_bind(struct cfg_parser *p, yaml_node_t *v, void *obj)
+{
+	struct config *cfg = obj;
+	const char *s = cfg_scalar(p, v, "an address like 127.0.0.1:9745 or "
+	    "[::1]:9745");
+	char err[256], host[256];
+	unsigned port;
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	rc = cfg_parse_addr_deferred(s, true, cfg_resolve == CFG_RESOLVE_NOW,
+	    &cfg->metrics.bind, host, sizeof host, &port, err, sizeof err);
+	if (rc == -1)
+		return cfg_verror(p, v, "%s", err);
+	cfg->metrics_pos.line = (unsigned)v->start_mark.line + 1;
+	cfg->metrics_pos.column = (unsigned)v->start_mark.column + 1;
+	if (rc == 1)
+		return cfg_defer_host(p, v, host, port, true, CFG_HOST_METRICS,
+		    0);
 	return 0;
 }
 
@@ -752,7 +851,7 @@ cfg_defer_host(struct cfg_parser *p, const yaml_node_t *n, const char *name,
 		char q[64];
 
 		cfg_quote(name, q, sizeof q);
-		return cfg_error(p, n, "cannot resolve host %s: name "
+		return cfg_verror(p, n, "cannot resolve host %s: name "
 		    "resolution is disabled", q);
 	}
 	hosts = cfg_array_add(p, n, cfg->hosts, cfg->nhosts, sizeof *hosts);
@@ -784,7 +883,7 @@ cfg_add_bind(struct cfg_parser *p, struct cfg_listener *l, yaml_node_t *n)
 	rc = cfg_parse_addr_deferred(s, true, cfg_resolve == CFG_RESOLVE_NOW,
 	    &a, host, sizeof host, &port, err, sizeof err);
 	if (rc == -1)
-		return cfg_error(p, n, "%s", err);
+		return cfg_verror(p, n, "%s", err);
 	if (rc == 1 && cfg_defer_host(p, n, host, port, true,
 	    p->cfg->nlisteners - 1, l->nbinds) == -1)
 		return -1;
@@ -794,9 +893,9 @@ cfg_add_bind(struct cfg_parser *p, struct cfg_listener *l, yaml_node_t *n)
 			if (!cfg_addr_equal(&o->binds[j], &a))
 				continue;
 			if (o == l)
-				return cfg_error(p, n, "duplicate bind address %s "
+				return cfg_verror(p, n, "duplicate bind address %s "
 				    "in this listener", a.text);
-			return cfg_error(p, n, "duplicate bind address %s (already "
+			return cfg_verror(p, n, "duplicate bind address %s (already "
 			    "in listener \"%s\")", a.text, o->name);
 		}
 	}
@@ -817,10 +916,10 @@ cfg_parse_bind(struct cfg_parser *p, yaml_node_t *v, void *obj)
 	if (v->type == YAML_SCALAR_NODE)
 		return cfg_add_bind(p, l, v);
 	if (v->type != YAML_SEQUENCE_NODE)
-		return cfg_error(p, v, "expected an address or a list of "
+		return cfg_verror(p, v, "expected an address or a list of "
 		    "addresses, got %s", cfg_kind_name(v));
 	if (v->data.sequence.items.start == v->data.sequence.items.top)
-		return cfg_error(p, v, "expected at least one address to bind");
+		return cfg_verror(p, v, "expected at least one address to bind");
 	for (yaml_node_item_t *it = v->data.sequence.items.start;
 	    it < v->data.sequence.items.top && !p->stop; it++)
 		if (cfg_add_bind(p, l, cfg_node(p, *it)) == -1)
@@ -835,7 +934,7 @@ cfg_parse_trusted(struct cfg_parser *p, yaml_node_t *v, void *obj)
 	int rc = 0;
 
 	if (v->type != YAML_SEQUENCE_NODE)
-		return cfg_error(p, v, "expected a list of networks like "
+		return cfg_verror(p, v, "expected a list of networks like "
 		    "[192.0.2.0/24], got %s", cfg_kind_name(v));
 	for (yaml_node_item_t *it = v->data.sequence.items.start;
 	    it < v->data.sequence.items.top && !p->stop; it++) {
@@ -849,7 +948,7 @@ cfg_parse_trusted(struct cfg_parser *p, yaml_node_t *v, void *obj)
 			continue;
 		}
 		if (cfg_parse_cidr(s, &c, err, sizeof err) == -1) {
-			rc = cfg_error(p, n, "%s", err);
+			rc = cfg_verror(p, n, "%s", err);
 			continue;
 		}
 		arr = cfg_array_add(p, n, l->trusted_proxies, l->ntrusted_proxies,
@@ -950,11 +1049,11 @@ cfg_parse_server_address(struct cfg_parser *p, yaml_node_t *v, void *obj)
 	if (s == NULL)
 		return -1;
 	if (strlen(s) >= sizeof srv->address_spec)
-		return cfg_error(p, v, "address too long");
+		return cfg_verror(p, v, "address too long");
 	rc = cfg_parse_addr_deferred(s, false, cfg_resolve == CFG_RESOLVE_NOW,
 	    &srv->address, host, sizeof host, &port, err, sizeof err);
 	if (rc == -1)
-		return cfg_error(p, v, "%s", err);
+		return cfg_verror(p, v, "%s", err);
 	if (rc == 1 && cfg_defer_host(p, v, host, port, false, p->cur_pool,
 	    p->cur_server) == -1)
 		return -1;
@@ -1130,6 +1229,17 @@ cfg_bind_port(const struct config *cfg, size_t li, size_t bj)
 	return cfg_addr_port(&cfg->listeners[li].binds[bj]);
 }
 
+/* The listener that binds a (resolved) address, or NULL. */
+static const struct cfg_listener *
+cfg_bind_owner(const struct config *cfg, const struct cfg_addr *a)
+{
+	for (size_t i = 0; a->len > 0 && i < cfg->nlisteners; i++)
+		for (size_t j = 0; j < cfg->listeners[i].nbinds; j++)
+			if (cfg_addr_equal(&cfg->listeners[i].binds[j], a))
+				return &cfg->listeners[i];
+	return NULL;
+}
+
 static void
 cfg_finish(struct cfg_parser *p, yaml_node_t *root, unsigned seen)
 {
@@ -1178,6 +1288,11 @@ cfg_finish(struct cfg_parser *p, yaml_node_t *root, unsigned seen)
 			break;
 		}
 	}
+	if (cfg->metrics.enabled && cfg_bind_owner(cfg, &cfg->metrics.bind))
+		cfg_error_at(p, cfg->metrics_pos.line, cfg->metrics_pos.column,
+		    "metrics.bind: %s is a bind address of listener \"%s\" "
+		    "too", cfg->metrics.bind.text,
+		    cfg_bind_owner(cfg, &cfg->metrics.bind)->name);
 }
 
 static struct config *
@@ -1441,6 +1556,10 @@ cfg_host_lookup(const struct cfg_host *h, struct cfg_addr *out, char *err,
 static struct cfg_addr *
 cfg_host_target(struct config *cfg, const struct cfg_host *h, char **spec)
 {
+	if (h->bind && h->list == CFG_HOST_METRICS) {
+		*spec = NULL;
+		return &cfg->metrics.bind;
+	}
 	if (h->bind) {
 		if (h->list >= cfg->nlisteners ||
 		    h->item >= cfg->listeners[h->list].nbinds)
@@ -1500,7 +1619,30 @@ cfg_hosts_finish(struct config *cfg, struct cfg_diag *diag)
 
 		if (!h->bind)
 			continue;
+		if (h->list == CFG_HOST_METRICS) {
+			const struct cfg_listener *o;
+
+			if (cfg->metrics.bind.len == 0) {
+				cfg_error_pos(diag, &h->pos, "host \"%s\" was "
+				    "not resolved", h->name);
+				rc = -1;
+			} else if ((o = cfg_bind_owner(cfg,
+			    &cfg->metrics.bind)) != NULL) {
+				cfg_error_pos(diag, &h->pos, "metrics.bind: %s "
+				    "is a bind address of listener \"%s\" too",
+				    cfg->metrics.bind.text, o->name);
+				rc = -1;
+			}
+			continue;
+		}
 		a = &cfg->listeners[h->list].binds[h->item];
+		if (cfg->metrics.enabled && cfg->metrics.bind.len > 0 &&
+		    cfg_addr_equal(a, &cfg->metrics.bind)) {
+			cfg_error_pos(diag, &h->pos, "duplicate bind address %s "
+			    "(also metrics.bind)", a->text);
+			rc = -1;
+			continue;
+		}
 		if (a->len == 0) {
 			cfg_error_pos(diag, &h->pos, "host \"%s\" was not "
 			    "resolved", h->name);

@@ -133,6 +133,8 @@ struct cfg_host {
 	size_t list, item;		/* listener i bind j, or pool i server j */
 	struct cfg_pos pos;
 };
+/* cfg_host.list of metrics.bind (a bind of no listener). */
+#define CFG_HOST_METRICS	((size_t)-1)
 
 struct config {
 	char *path;			/* file it was loaded from */
@@ -151,12 +153,17 @@ struct config {
 		unsigned mode;		/* default 0600 */
 		char group[64];		/* default "" */
 	} control;
+	struct {
+		bool enabled;		/* metrics: given (default: none) */
+		struct cfg_addr bind;	/* GET /metrics is served here */
+	} metrics;
 	struct cfg_listener *listeners;
 	size_t nlisteners;
 	struct cfg_pool *pools;
 	size_t npools;
 	/* Where some keys were written, for checks made after the load. */
 	struct cfg_pos workers_pos, user_pos, group_pos, control_group_pos;
+	struct cfg_pos metrics_pos;	/* metrics.bind */
 	struct cfg_host *hosts;		/* CFG_RESOLVE_DEFER: names to resolve */
 	size_t nhosts;
 };

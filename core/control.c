@@ -34,6 +34,7 @@
 #include "core/control.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/net.h"
 #include "core/shm.h"
 
@@ -253,6 +254,72 @@ control_json_server(struct evbuffer *out, const struct cfg_server *s,
 	    (unsigned long long)shm_server_failures(slot));
 }
 
+/* A listener: its sessions against max_connections, and how the sessions
+ * since start ended ("why are clients getting 421?"). */
+static void
+control_json_listener(struct evbuffer *out, const struct rt_listener *l)
+{
+	uint64_t results[METRICS_NRESULTS];
+
+	metrics_listener_results(l->slot, results);
+	evbuffer_add_printf(out, "{\"name\":");
+	(void)!json_write_string(out, l->cfg->name);
+	evbuffer_add_printf(out, ",\"active\":%u,\"max_connections\":%u,"
+	    "\"sessions\":{", shm_listener_active(l->slot),
+	    l->cfg->max_connections);
+	for (int r = 0; r < METRICS_NRESULTS; r++)
+		evbuffer_add_printf(out, "%s\"%s\":%llu", r > 0 ? "," : "",
+		    metrics_result_names[r], (unsigned long long)results[r]);
+	evbuffer_add_printf(out, "}}");
+}
+
+/* Ask for the running workers, with room for all; NULL when out of
+ * memory. */
+static struct control_worker *
+control_workers(struct control *c, size_t *n)
+{
+	struct control_worker *w;
+	size_t cap = 64;
+
+	for (;;) {
+		w = calloc(cap, sizeof(*w));
+		if (w == NULL)
+			return NULL;
+		*n = c->workers(c->workers_arg, w, cap);
+		if (*n < cap)
+			return w;
+		free(w);
+		cap *= 4;
+	}
+}
+
+void
+control_metrics(struct control *c, struct evbuffer *out)
+{
+	struct metrics_view v;
+	struct control_worker *w;
+	size_t nw = 0;
+
+	memset(&v, 0, sizeof(v));
+	v.rt = c->rt;
+	if ((w = control_workers(c, &nw)) != NULL)
+		for (size_t i = 0; i < nw; i++) {
+			if (w[i].draining)
+				v.workers_draining++;
+			else
+				v.workers++;
+		}
+	free(w);
+	metrics_render(out, &v);
+}
+
+static void
+control_cmd_metrics(struct control_conn *cc, struct evbuffer *out, int argc,
+    char **argv)
+{
+	control_metrics(cc->c, out);
+}
+
 static void
 control_cmd_status(struct control_conn *cc, struct evbuffer *out, int argc,
     char **argv)
@@ -261,20 +328,11 @@ control_cmd_status(struct control_conn *cc, struct evbuffer *out, int argc,
 	const struct runtime *rt = c->rt;
 	int64_t now = net_now_us();
 	struct control_worker *w;
-	size_t nw, cap = 64;
+	size_t nw;
 
-	/* Ask again with room for all, should there be more. */
-	for (;;) {
-		w = calloc(cap, sizeof(*w));
-		if (w == NULL) {
-			control_answer_error(out, "out of memory");
-			return;
-		}
-		nw = c->workers(c->workers_arg, w, cap);
-		if (nw < cap)
-			break;
-		free(w);
-		cap *= 4;
+	if ((w = control_workers(c, &nw)) == NULL) {
+		control_answer_error(out, "out of memory");
+		return;
 	}
 	evbuffer_add_printf(out, "{\"version\":\"%s\",\"uptime_s\":%lld,"
 	    "\"generation\":%u,\"workers\":[", SMTPFRONT_VERSION,
@@ -285,6 +343,12 @@ control_cmd_status(struct control_conn *cc, struct evbuffer *out, int argc,
 		control_json_worker(out, &w[i]);
 	}
 	free(w);
+	evbuffer_add_printf(out, "],\"listeners\":[");
+	for (size_t i = 0; i < rt->nlisteners; i++) {
+		if (i > 0)
+			evbuffer_add(out, ",", 1);
+		control_json_listener(out, &rt->listeners[i]);
+	}
 	evbuffer_add_printf(out, "],\"pools\":[");
 	for (size_t i = 0; i < rt->npools; i++) {
 		const struct cfg_pool *p = rt->pools[i].cfg;
@@ -443,6 +507,7 @@ static const struct control_command control_commands[] = {
 	{ "disable", 1, "disable POOL/SERVER", control_cmd_disable },
 	{ "drain", 1, "drain POOL/SERVER", control_cmd_drain },
 	{ "reload", 0, "reload", control_cmd_reload },
+	{ "metrics", 0, "metrics", control_cmd_metrics },
 };
 
 /* What a client wrote, made safe to quote back: printable ASCII only,
@@ -495,7 +560,7 @@ control_dispatch(struct control_conn *cc, char *line, struct evbuffer *out)
 	}
 	control_quote_verb(argv[0], quoted, sizeof(quoted));
 	snprintf(msg, sizeof(msg), "unknown command \"%s\" (status, enable, "
-	    "disable, drain, reload)", quoted);
+	    "disable, drain, reload, metrics)", quoted);
 	control_answer_error(out, msg);
 }
 

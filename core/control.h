@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * control: the master's unix control socket (status, enable, disable,
- * drain, reload). Served from the master's event loop, never blocking it;
+ * drain, reload, metrics). Served from the master's event loop, never blocking it;
  * the master owns the admin state it writes to shared memory. A reload is
  * answered when it is over (every new worker accepting, or failed), so its
  * connection waits while everything else goes on.
@@ -16,6 +16,8 @@
 #include <event2/event.h>
 
 #include "core/runtime.h"
+
+struct evbuffer;
 
 struct control;
 
@@ -62,5 +64,8 @@ void control_apply_admin(struct control *c, const struct runtime *rt);
  */
 void control_reload_done(struct control *c, unsigned generation,
     const char *errors, const char *warnings);
+/* The Prometheus exposition of the running generation (the `metrics`
+ * command, and GET /metrics). */
+void control_metrics(struct control *c, struct evbuffer *out);
 
 #endif

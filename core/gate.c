@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/net.h"
 #include "core/session_int.h"
 #include "core/shm.h"
@@ -80,13 +81,15 @@ gate_pick(struct session *s)
 	return idx;
 }
 
-/* One failed attempt: count it, note why, and go on to the next server. */
+/* One failed attempt: count it (by its class `why`), note why, and go on
+ * to the next server. */
 static void
-gate_attempt_failed(struct session *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+gate_attempt_failed(struct session *s, enum metrics_reason reason,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static void
-gate_attempt_failed(struct session *s, const char *fmt, ...)
+gate_attempt_failed(struct session *s, enum metrics_reason reason,
+    const char *fmt, ...)
 {
 	const struct cfg_server *srv = &s->pool->cfg->servers[s->server_idx];
 	char why[200];
@@ -96,6 +99,7 @@ gate_attempt_failed(struct session *s, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	shm_server_failure(session_server_slot(s));
+	metrics_count_failover(session_server_slot(s), reason);
 	if (s->state == SESSION_GATE)
 		s->gate_failures++;
 	session_add_error(s, "%s/%s: %s", s->pool->cfg->name, srv->name, why);
@@ -114,6 +118,7 @@ gate_connect_done(struct session *s, bool eager)
 	struct session_side *sv = &s->server;
 	uint8_t hdr[PROXY_HEADER_MAX];
 	socklen_t len;
+	int64_t now;
 	ssize_t w;
 	int n = 0, err = 0;
 
@@ -144,11 +149,13 @@ gate_connect_done(struct session *s, bool eager)
 				relay_update(s);	/* still connecting */
 				return;
 			}
-			gate_attempt_failed(s, "connect: %s", strerror(errno));
+			gate_attempt_failed(s, metrics_connect_reason(errno),
+			    "connect: %s", strerror(errno));
 			return;
 		}
 		if (w < n && relay_queue(sv, hdr + w, (size_t)(n - w)) == -1) {
-			gate_attempt_failed(s, "connect: %s", strerror(errno));
+			gate_attempt_failed(s, METRICS_OTHER, "connect: %s",
+			    strerror(errno));
 			return;
 		}
 	} else {
@@ -160,11 +167,14 @@ gate_connect_done(struct session *s, bool eager)
 		if (getsockopt(sv->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
 			err = errno;
 		if (err != 0) {
-			gate_attempt_failed(s, "connect: %s", strerror(err));
+			gate_attempt_failed(s, metrics_connect_reason(err),
+			    "connect: %s", strerror(err));
 			return;
 		}
 	}
-	s->connect_ms = (float)(net_now_us() - s->t_connect) / 1000.0f;
+	now = net_now_us();
+	s->connect_ms = (float)(now - s->t_connect) / 1000.0f;
+	metrics_count_connect(session_server_slot(s), now - s->t_connect);
 	if (s->listener->cfg->mode == CFG_MODE_TLS) {
 		/* Implicit TLS: the client speaks first, nothing to gate. */
 		(void)relay_begin(s, NULL, 0);
@@ -223,7 +233,8 @@ gate_try_next(struct session *s)
 	    srv->address.len) == -1 && errno != EINPROGRESS) {
 		err = errno;
 		close(fd);
-		gate_attempt_failed(s, "connect: %s", strerror(err));
+		gate_attempt_failed(s, metrics_connect_reason(err),
+		    "connect: %s", strerror(err));
 		return;
 	}
 	relay_side_init(&s->server, fd, pc->connect_timeout_ms);
@@ -249,7 +260,8 @@ gate_busy(struct session *s, const char *p, size_t len)
 	st = reply_parse_line(&rp, p, len, &consumed, &line);
 	if ((st == REPLY_LINE || st == REPLY_DONE) &&
 	    reply_is_server_busy(&line)) {
-		gate_attempt_failed(s, "greeting %d %s", line.code, line.text);
+		gate_attempt_failed(s, METRICS_GREETING_4XX, "greeting %d %s",
+		    line.code, line.text);
 		return true;
 	}
 	return false;
@@ -272,11 +284,13 @@ gate_read(struct session *s)
 			relay_update(s);
 			return;
 		}
-		gate_attempt_failed(s, "%s before greeting", strerror(errno));
+		gate_attempt_failed(s, METRICS_CLOSED, "%s before greeting",
+		    strerror(errno));
 		return;
 	}
 	if (n == 0) {
-		gate_attempt_failed(s, "connection closed before greeting");
+		gate_attempt_failed(s, METRICS_CLOSED,
+		    "connection closed before greeting");
 		return;
 	}
 	if (c->out == NULL &&
@@ -291,7 +305,7 @@ gate_read(struct session *s)
 	/* Part of a line: the client's queue holds it (nothing writes there
 	 * before the gate) until the rest arrives. */
 	if (relay_queue(c, session_scratch, (size_t)n) == -1) {
-		gate_attempt_failed(s, "%s", strerror(errno));
+		gate_attempt_failed(s, METRICS_OTHER, "%s", strerror(errno));
 		return;
 	}
 	eol = evbuffer_search_eol(c->out, NULL, &eol_len, EVBUFFER_EOL_LF);
@@ -318,18 +332,21 @@ gate_on_server(struct session *s, short what)
 
 	if (s->state == SESSION_CONNECTING) {
 		if (what & EV_TIMEOUT) {
-			gate_attempt_failed(s, "connect: timeout");
+			gate_attempt_failed(s, METRICS_CONNECT_TIMEOUT,
+			    "connect: timeout");
 			return;
 		}
 		gate_connect_done(s, false);
 		return;
 	}
 	if (what & EV_TIMEOUT) {
-		gate_attempt_failed(s, "timeout waiting for greeting");
+		gate_attempt_failed(s, METRICS_GREETING_TIMEOUT,
+		    "timeout waiting for greeting");
 		return;
 	}
 	if ((what & EV_WRITE) && relay_flush(sv) == -1) {
-		gate_attempt_failed(s, "%s before greeting", strerror(errno));
+		gate_attempt_failed(s, METRICS_CLOSED, "%s before greeting",
+		    strerror(errno));
 		return;
 	}
 	if (what & EV_READ) {

@@ -3,8 +3,12 @@
  * health: the health process. One libevent loop runs the SMTP check of
  * every server (smtp/check.c does the dialog), one in flight per server, the
  * next `interval` after the previous one ended; applies rise/fall and
- * publishes the result in shared memory, whose health region only this
- * process writes. State changes are logged once.
+ * publishes the result in shared memory, whose health region (and the
+ * check counters next to it) only this process writes. State changes are
+ * logged once. A server in maintenance (`smtpfrontctl disable`, as
+ * HAProxy's maint) is not checked: its health is unknown until checks
+ * resume, within HC_PAUSE_POLL_MS of `enable`; a drained one is checked
+ * as usual.
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -17,6 +21,7 @@
 #include "core/child.h"
 #include "core/health.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/net.h"
 #include "core/shm.h"
 #include "core/worker.h"
@@ -33,6 +38,7 @@ struct hc_server {
 	unsigned successes;		/* consecutive */
 	unsigned failures;		/* consecutive */
 	uint32_t checks;
+	bool paused;			/* in maintenance: not checked */
 };
 
 struct health {
@@ -91,24 +97,17 @@ hc_on_done(bool ok, const char *reason, double elapsed_ms, void *arg)
 	struct hc_server *hs = arg;
 	struct shm_health_snapshot snap;
 	enum shm_health next;
+	bool changed;
 
 	check_free(hs->check);
 	hs->check = NULL;
 	hs->checks++;
+	metrics_count_check(hs->slot, ok, reason, elapsed_ms);
 	next = hc_next_state(hs, ok);
-	if (next != hs->state) {
-		if (next == SHM_HEALTH_DOWN)
-			log_warnx("health: server %s/%s is DOWN (%s)",
-			    hs->pool->name, hs->srv->name, reason);
-		else
-			log_info("health: server %s/%s is UP (%s)",
-			    hs->pool->name, hs->srv->name, reason);
-		hs->state = next;
-	} else {
-		log_debug("health: server %s/%s %s: %s (%.1f ms)",
-		    hs->pool->name, hs->srv->name, ok ? "ok" : "failed",
-		    reason, elapsed_ms);
-	}
+	changed = next != hs->state;
+	hs->state = next;
+	/* Published before it is logged: whoever acts on the line (an
+	 * operator, a test) finds the workers already acting on it. */
 	memset(&snap, 0, sizeof(snap));
 	snap.state = hs->state;
 	snprintf(snap.reason, sizeof(snap.reason), "%s", reason);
@@ -116,7 +115,45 @@ hc_on_done(bool ok, const char *reason, double elapsed_ms, void *arg)
 	snap.last_check_us = net_now_us();
 	snap.checks = hs->checks;
 	shm_health_publish(hs->slot, &snap);
+	if (changed && next == SHM_HEALTH_DOWN)
+		log_warnx("health: server %s/%s is DOWN (%s)", hs->pool->name,
+		    hs->srv->name, reason);
+	else if (changed)
+		log_info("health: server %s/%s is UP (%s)", hs->pool->name,
+		    hs->srv->name, reason);
+	else
+		log_debug("health: server %s/%s %s: %s (%.1f ms)",
+		    hs->pool->name, hs->srv->name, ok ? "ok" : "failed",
+		    reason, elapsed_ms);
 	hc_schedule(hs, hs->pool->health.interval_ms);
+}
+
+/* How often a paused server's admin state is looked at: enabling it
+ * resumes its checks within this. */
+#define HC_PAUSE_POLL_MS	250
+
+/* The server is in maintenance: no checks, health unknown, until it is
+ * enabled again (then its next check decides, as at start). */
+static void
+hc_pause(struct hc_server *hs)
+{
+	struct shm_health_snapshot snap;
+
+	if (!hs->paused) {
+		hs->paused = true;
+		hs->state = SHM_HEALTH_UNKNOWN;
+		hs->successes = hs->failures = 0;
+		memset(&snap, 0, sizeof(snap));
+		snap.state = SHM_HEALTH_UNKNOWN;
+		snprintf(snap.reason, sizeof(snap.reason), "not checked: in "
+		    "maintenance (smtpfrontctl disable)");
+		snap.checks = hs->checks;
+		shm_health_publish(hs->slot, &snap);
+		log_info("health: server %s/%s is in maintenance: checks paused",
+		    hs->pool->name, hs->srv->name);
+	}
+	hc_schedule(hs, hs->pool->health.interval_ms < HC_PAUSE_POLL_MS ?
+	    hs->pool->health.interval_ms : HC_PAUSE_POLL_MS);
 }
 
 static void
@@ -125,6 +162,15 @@ hc_start(struct hc_server *hs)
 	const struct cfg_pool *p = hs->pool;
 	struct check_params cp;
 
+	if (shm_admin_get(hs->slot) == SHM_ADMIN_MAINT) {
+		hc_pause(hs);
+		return;
+	}
+	if (hs->paused) {
+		hs->paused = false;
+		log_info("health: server %s/%s is out of maintenance: checks "
+		    "resume", p->name, hs->srv->name);
+	}
 	memset(&cp, 0, sizeof(cp));
 	cp.addr = (const struct sockaddr *)&hs->srv->address.ss;
 	cp.addrlen = hs->srv->address.len;

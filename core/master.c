@@ -51,6 +51,8 @@
 #include "core/health.h"
 #include "core/log.h"
 #include "core/master.h"
+#include "core/metrics.h"
+#include "core/metrics_http.h"
 #include "core/net.h"
 #include "core/notify.h"
 #include "core/runtime.h"
@@ -152,6 +154,7 @@ struct master {
 	struct event *start_timer;	/* warns when start takes too long */
 	struct event *spawn_timer;	/* forks the next batch */
 	struct control *ctl;
+	struct metrics_http *metrics;	/* GET /metrics, when configured */
 	struct reload reload;
 	bool started;			/* the first generation said ready */
 	bool stopping;
@@ -643,6 +646,7 @@ master_reap_health(struct master *m, struct child *c, pid_t pid, int status)
 	else
 		log_warnx("%s %u (pid %ld) exited with status %d; respawning",
 		    what, c->slot, (long)pid, WEXITSTATUS(status));
+	metrics_note_restart(true);
 	if (net_now_us() - c->started_us < RESPAWN_QUICK_US)
 		c->quick_deaths++;
 	else
@@ -706,6 +710,7 @@ master_reap_worker(struct master *m, struct child *c, bool starting,
 	else
 		log_warnx("worker %u (pid %ld) exited with status %d; "
 		    "respawning", c->slot, (long)pid, WEXITSTATUS(status));
+	metrics_note_restart(false);
 	if (net_now_us() - c->started_us < RESPAWN_QUICK_US)
 		c->quick_deaths++;
 	else
@@ -1079,6 +1084,8 @@ master_reload_fail(struct master *m)
 
 	if (r->phase == RELOAD_IDLE)
 		return;
+	metrics_note_reload(false);
+	metrics_http_abandon(m->metrics);
 	master_resolver_stop(m);
 	cfg_free(r->cfg);
 	r->cfg = NULL;
@@ -1127,6 +1134,8 @@ master_reload_commit(struct master *m)
 	m->rt = rt;
 	r->rt = NULL;
 	control_set_runtime(m->ctl, rt);
+	metrics_http_commit(m->metrics);
+	metrics_note_reload(true);
 	log_setup(rt->cfg->log.target == CFG_LOG_SYSLOG, rt->cfg->log.facility,
 	    rt->cfg->log.level);
 	/* Removed listeners close now (the old workers close their copies
@@ -1177,6 +1186,13 @@ master_reload_start_workers(struct master *m, struct config *cfg)
 	struct runtime *rt;
 
 	err[0] = '\0';
+	if (metrics_http_prepare(m->metrics, cfg->metrics.enabled ?
+	    &cfg->metrics.bind : NULL, err, sizeof(err)) == -1) {
+		master_reload_error(m, "%s", err);
+		cfg_free(cfg);
+		master_reload_fail(m);
+		return;
+	}
 	rt = runtime_new(cfg, r->generation, m->rt, &m->slots, err,
 	    sizeof(err));
 	if (rt == NULL) {
@@ -1466,6 +1482,39 @@ master_control_workers(void *arg, struct control_worker *out, size_t cap)
 	return n;
 }
 
+/* What GET /metrics and `smtpfrontctl metrics` answer. */
+static void
+master_render_metrics(struct evbuffer *out, void *arg)
+{
+	const struct master *m = arg;
+
+	control_metrics(m->ctl, out);
+}
+
+/*
+ * The master's loop: its own events at the default priority, the metrics
+ * endpoint's renderings below them, and at most one of those runs before
+ * the loop looks for new events again, so scrapers never hold up a
+ * signal, a child or the control socket for more than one rendering.
+ */
+static struct event_base *
+master_event_base(void)
+{
+	struct event_config *ec = event_config_new();
+	struct event_base *base;
+
+	if (ec == NULL ||
+	    event_config_set_max_dispatch_interval(ec, NULL, 1,
+	    METRICS_HTTP_PRIORITY) == -1 ||
+	    (base = event_base_new_with_config(ec)) == NULL)
+		fatalx("cannot set up the master's event loop");
+	event_config_free(ec);
+	/* Before any event: events take the default (middle) priority. */
+	if (event_base_priority_init(base, METRICS_HTTP_PRIORITIES) == -1)
+		fatalx("cannot set up the master's event priorities");
+	return base;
+}
+
 int
 master_run(struct config *cfg)
 {
@@ -1475,6 +1524,7 @@ master_run(struct config *cfg)
 	sigset_t set;
 
 	memset(m, 0, sizeof(*m));
+	metrics_master_start();
 	m->reload.resolver_fd = -1;
 	m->health.kind = CHILD_HEALTH;
 	m->health.chan = -1;
@@ -1520,9 +1570,7 @@ master_run(struct config *cfg)
 	runtime_hold(m->rt, &m->slots);
 	runtime_commit(m->rt, NULL, &m->slots, NULL);
 
-	m->base = event_base_new();
-	if (m->base == NULL)
-		fatalx("event_base_new");
+	m->base = master_event_base();
 	m->sig_ev = event_new(m->base, m->sigfd, EV_READ | EV_PERSIST,
 	    master_on_signal, m);
 	m->respawn_timer = evtimer_new(m->base, master_on_respawn, m);
@@ -1544,6 +1592,13 @@ master_run(struct config *cfg)
 	if (m->ctl == NULL)
 		fatalx("cannot serve the control socket %s",
 		    cfg->control.socket);
+	m->metrics = metrics_http_new(m->base, master_render_metrics, m);
+	if (m->metrics == NULL)
+		fatalx("cannot set up the metrics endpoint");
+	if (metrics_http_prepare(m->metrics, cfg->metrics.enabled ?
+	    &cfg->metrics.bind : NULL, err, sizeof(err)) == -1)
+		fatalx("%s", err);
+	metrics_http_commit(m->metrics);
 
 	if (master_start_workers(m, m->rt, cfg->workers) == -1)
 		fatalx("no room for %u workers", cfg->workers);
@@ -1558,6 +1613,7 @@ master_run(struct config *cfg)
 		master_reload_error(m, "smtpfront is exiting");
 		master_reload_fail(m);
 	}
+	metrics_http_free(m->metrics);
 	control_free(m->ctl);
 	for (size_t i = 0; i < m->nworkers; i++)
 		if (m->workers[i] != NULL)

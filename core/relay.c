@@ -32,6 +32,8 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
+#include "core/net.h"
 #include "core/session_int.h"
 #include "core/shm.h"
 
@@ -619,6 +621,10 @@ relay_begin(struct session *s, const char *p, size_t n)
 
 	s->state = SESSION_RELAY;
 	shm_server_count_session(session_server_slot(s));
+	/* Implicit TLS has no gate: the client speaks first. */
+	if (s->listener->cfg->mode == CFG_MODE_SMTP)
+		metrics_count_first_line(session_server_slot(s),
+		    net_now_us() - s->t_connect);
 	relay_set_timeout(sv, s->pool->cfg->server_timeout_ms);
 	/* What the gate queued (at most a first line, the client's early
 	 * bytes at most 4 KiB) is shown to the dialog in one piece. */

@@ -287,6 +287,8 @@ rt_hold_slot(struct rt_slot_owner *o, const char *key, unsigned slot,
 		 * for the same key (a server that comes back starts afresh). */
 		if (server)
 			shm_server_forget(slot);
+		else
+			shm_listener_forget(slot);
 		snprintf(o->key, sizeof(o->key), "%s", key);
 		o->generation = 0;
 	}

@@ -83,8 +83,9 @@ struct runtime *runtime_new(struct config *cfg, unsigned generation,
     size_t errcap) __attribute__((warn_unused_result));
 /*
  * Before the first child of rt is forked: count rt as a holder of its
- * slots; a slot nobody held is reset in shared memory (health unknown,
- * admin ready, totals zero) and recorded as this server's.
+ * slots; a slot nobody held is reset in shared memory (a server's health
+ * unknown, admin ready, totals and counters zero; a listener's counters
+ * zero) and recorded as this server's or listener's.
  */
 void runtime_hold(struct runtime *rt, struct rt_slots *slots);
 /* rt's children are all gone and it is not current: its slots may go. */

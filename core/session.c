@@ -21,6 +21,7 @@
 
 #include "core/clients.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/net.h"
 #include "core/session_int.h"
 #include "core/shm.h"
@@ -125,9 +126,14 @@ session_log(struct session *s)
 	const char *backend = "-";
 	const struct cfg_server *srv;
 
+	int64_t duration_us;
+
 	if (s->logged)
 		return;
 	s->logged = true;
+	duration_us = net_now_us() - s->t_start;
+	metrics_count_session(s->listener->slot, s->result, s->bytes_in,
+	    s->bytes_out, duration_us);
 	if (!log_enabled(CFG_LOG_INFO))
 		return;
 	if (s->result != NULL && (strcmp(s->result, "bad-proxy-header") == 0 ||
@@ -159,7 +165,7 @@ session_log(struct session *s)
 	    s->proxy_in != 0 ? " proxy_in=" : "",
 	    s->proxy_in == 1 ? "v1" : s->proxy_in == 2 ? "v2" : "",
 	    s->attempts, (double)s->connect_ms,
-	    (double)(net_now_us() - s->t_start) / 1000.0,
+	    (double)duration_us / 1000.0,
 	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
 	    s->result, s->last_error != NULL ? " last_error=\"" : "",
 	    s->last_error != NULL ? s->last_error : "",

@@ -44,6 +44,7 @@
 #include "core/clients.h"
 #include "core/fdplan.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/shm.h"
 
 const char *const shm_health_names[] = { "unknown", "up", "down" };
@@ -70,6 +71,8 @@ struct shm_health_rec {
 struct shm_server_chunk {
 	uint8_t admin[SHM_CHUNK];
 	struct shm_health_rec health[SHM_CHUNK];
+	/* Check counters, written by the health process like health[]. */
+	uint64_t checks[SHM_CHUNK][METRICS_CHECK_WORDS];
 };
 
 struct shm_header {
@@ -92,17 +95,24 @@ struct shm_block {
 
 /*
  * The shape of each region: bytes per server slot, per listener slot, and
- * a fixed part (see shm_slot_fixed_bytes()).
+ * a fixed part (see shm_slot_fixed_bytes()). A counter region is 64-bit
+ * monotonic words: what a worker counted there is kept by the master when
+ * it resets the slot (see shm_counters_sum()).
  */
 static const struct {
 	size_t per_server;
 	size_t per_listener;
+	bool counters;
 } shm_slot_shape[SHM_SLOT_NREGIONS] = {
-	[SHM_SLOT_LISTENER_ACTIVE] = { 0, sizeof(uint32_t) },
-	[SHM_SLOT_SERVER_ACTIVE] = { sizeof(uint32_t), 0 },
-	[SHM_SLOT_SERVER_TOTAL] = { sizeof(uint64_t), 0 },
-	[SHM_SLOT_SERVER_FAILURES] = { sizeof(uint64_t), 0 },
-	[SHM_SLOT_CLIENTS] = { 0, 0 },
+	[SHM_SLOT_LISTENER_ACTIVE] = { 0, sizeof(uint32_t), false },
+	[SHM_SLOT_SERVER_ACTIVE] = { sizeof(uint32_t), 0, false },
+	[SHM_SLOT_SERVER_TOTAL] = { sizeof(uint64_t), 0, false },
+	[SHM_SLOT_SERVER_FAILURES] = { sizeof(uint64_t), 0, false },
+	[SHM_SLOT_CLIENTS] = { 0, 0, false },
+	[SHM_SLOT_LISTENER_METRICS] = { 0,
+	    METRICS_LISTENER_WORDS * sizeof(uint64_t), true },
+	[SHM_SLOT_SERVER_METRICS] = {
+	    METRICS_SERVER_WORDS * sizeof(uint64_t), 0, true },
 };
 
 /* The mapping: the same in every process. */
@@ -118,6 +128,9 @@ static size_t shm_fixed[SHM_SLOT_NREGIONS];
 static uint64_t *retired_total;
 static uint64_t *retired_failures;
 static size_t retired_n;
+/* The same for each counter region, in words. */
+static uint64_t *retired_words[SHM_SLOT_NREGIONS];
+static size_t retired_nwords[SHM_SLOT_NREGIONS];
 /* Worker side. */
 static struct shm_block *shm_mine;
 static uint32_t *mine_listener_active, *mine_server_active;
@@ -208,9 +221,10 @@ shm_config_bytes(const struct config *cfg)
 	servers *= 2;
 	listeners *= 2;
 	block = sizeof(struct shm_block) + SHM_SLOT_NREGIONS * SHM_ALIGN +
-	    (servers + servers / 4 + 16) * (2 * sizeof(uint64_t) +
-	    sizeof(uint32_t)) + (listeners + listeners / 4 + 4) *
-	    sizeof(uint32_t);
+	    (servers + servers / 4 + 16) * ((2 + METRICS_SERVER_WORDS) *
+	    sizeof(uint64_t) + sizeof(uint32_t)) + (listeners + listeners / 4 +
+	    4) * (sizeof(uint32_t) + METRICS_LISTENER_WORDS *
+	    sizeof(uint64_t));
 	chunks = (servers + SHM_CHUNK - 1) / SHM_CHUNK;
 	return sizeof(struct shm_header) + chunks *
 	    sizeof(struct shm_server_chunk) + 2 * (size_t)cfg->workers * block;
@@ -399,6 +413,50 @@ shm_slot_prepare(unsigned slot, size_t servers, size_t listeners)
 	return 0;
 }
 
+/* Keep what a counter region of a reaped worker counted. */
+static void
+shm_retire_words(enum shm_slot_region r, const uint64_t *w, size_t n)
+{
+	if (n > retired_nwords[r]) {
+		uint64_t *nw = realloc(retired_words[r], n * sizeof(*nw));
+
+		if (nw == NULL) {
+			/* Those counts are lost; the totals go on from the
+			 * rest. Never happens with memory to spare. */
+			log_warnx("shared memory: out of memory keeping the "
+			    "counters of an exited worker");
+			n = retired_nwords[r];
+		} else {
+			memset(nw + retired_nwords[r], 0,
+			    (n - retired_nwords[r]) * sizeof(*nw));
+			retired_words[r] = nw;
+			retired_nwords[r] = n;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		retired_words[r][i] += w[i];
+}
+
+/*
+ * Zero a region of a block nobody writes any more. Whole pages are given
+ * back (MADV_REMOVE: they read as zeros again) rather than written, so a
+ * reaped worker's tables stop taking memory.
+ */
+static void
+shm_zero(void *p, size_t len)
+{
+	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t s = (uintptr_t)p, e = s + len;
+	uintptr_t a = (s + pg - 1) / pg * pg, z = e / pg * pg;
+
+	if (z > a && madvise((void *)a, z - a, MADV_REMOVE) == 0) {
+		memset(p, 0, a - s);
+		memset((void *)z, 0, e - z);
+		return;
+	}
+	memset(p, 0, len);
+}
+
 void
 shm_slot_reset(unsigned slot)
 {
@@ -413,9 +471,13 @@ shm_slot_reset(unsigned slot)
 		retired_total[i] += total[i];
 		retired_failures[i] += failures[i];
 	}
+	for (int r = 0; r < SHM_SLOT_NREGIONS; r++)
+		if (shm_slot_shape[r].counters)
+			shm_retire_words(r, shm_block_region(b, r),
+			    b->len[r] / sizeof(uint64_t));
 	b->active = 0;
 	for (int r = 0; r < SHM_SLOT_NREGIONS; r++)
-		memset(shm_block_region(b, r), 0, b->len[r]);
+		shm_zero(shm_block_region(b, r), b->len[r]);
 }
 
 void
@@ -565,6 +627,53 @@ shm_slot_active(unsigned slot)
 }
 
 void
+shm_counters_sum(enum shm_slot_region r, size_t first, size_t n,
+    uint64_t *out)
+{
+	unsigned slots = shm_slots_used();
+
+	for (size_t i = 0; i < n; i++)
+		out[i] = first + i < retired_nwords[r] ?
+		    retired_words[r][first + i] : 0;
+	for (unsigned k = 0; k < slots; k++) {
+		const struct shm_block *b = shm_block(k);
+		const uint64_t *w;
+		size_t len;
+
+		if (b == NULL)
+			continue;
+		w = shm_block_region(b, r);
+		len = b->len[r] / sizeof(uint64_t);
+		for (size_t i = 0; i < n && first + i < len; i++)
+			out[i] += __atomic_load_n(&w[first + i],
+			    __ATOMIC_RELAXED);
+	}
+}
+
+uint64_t *
+shm_server_checks(unsigned server)
+{
+	struct shm_server_chunk *c = shm_chunk(server);
+
+	return c != NULL ? c->checks[server % SHM_CHUNK] : NULL;
+}
+
+/* Forget what exited workers counted in words [first, first + n) of r. */
+static void
+shm_retired_clear(enum shm_slot_region r, size_t first, size_t n)
+{
+	for (size_t i = first; i < first + n && i < retired_nwords[r]; i++)
+		retired_words[r][i] = 0;
+}
+
+void
+shm_listener_forget(unsigned listener)
+{
+	shm_retired_clear(SHM_SLOT_LISTENER_METRICS,
+	    (size_t)listener * METRICS_LISTENER_WORDS, METRICS_LISTENER_WORDS);
+}
+
+void
 shm_server_forget(unsigned server)
 {
 	struct shm_health_snapshot none;
@@ -577,6 +686,11 @@ shm_server_forget(unsigned server)
 		retired_total[server] = 0;
 		retired_failures[server] = 0;
 	}
+	shm_retired_clear(SHM_SLOT_SERVER_METRICS,
+	    (size_t)server * METRICS_SERVER_WORDS, METRICS_SERVER_WORDS);
+	if (shm_server_checks(server) != NULL)
+		memset(shm_server_checks(server), 0,
+		    METRICS_CHECK_WORDS * sizeof(uint64_t));
 }
 
 /* ------------------------------------------------------------ health */

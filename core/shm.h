@@ -3,10 +3,12 @@
  * shm: the shared memory the master creates before forking. Every region has
  * exactly one writer, so a dying process can never leave a lock held:
  *   - worker slots: each worker writes only its own slot (active sessions
- *     per listener and per server, totals); readers sum the slots; the
- *     master zeroes a slot when it reaps the worker.
+ *     per listener and per server, totals, the counters of core/metrics.h);
+ *     readers sum the slots; the master zeroes a slot when it reaps the
+ *     worker, keeping what its counters counted (so they never go back).
  *   - health: written only by the health process, read through a sequence
- *     counter (odd = write in progress).
+ *     counter (odd = write in progress); its check counters sit next to
+ *     it, written by the same process.
  *   - admin: written only by the master.
  * Servers and listeners are addressed by slot indexes the master assigns.
  *
@@ -23,6 +25,9 @@
  *      bytes per listener slot, and a fixed part; a fixed part computed
  *      from the configuration at start goes in shm_slot_fixed_bytes() (it
  *      sees the start config; the size then holds for the master's life);
+ *      mark it `counters` when it holds only 64-bit monotonic counters:
+ *      the master then keeps what a reaped worker counted, and readers
+ *      get the whole with shm_counters_sum();
  *   3. a worker writes its own copy through shm_slot_mine() (the pointer
  *      stays valid for the worker's life), readers read any slot's copy
  *      through shm_slot_region() (NULL: that slot has no block yet).
@@ -72,6 +77,8 @@ enum shm_slot_region {
 	SHM_SLOT_SERVER_TOTAL,		/* uint64_t per server slot */
 	SHM_SLOT_SERVER_FAILURES,	/* uint64_t per server slot */
 	SHM_SLOT_CLIENTS,		/* core/clients.c: a table sized at start */
+	SHM_SLOT_LISTENER_METRICS,	/* core/metrics.h: counters per listener slot */
+	SHM_SLOT_SERVER_METRICS,	/* core/metrics.h: counters per server slot */
 	SHM_SLOT_NREGIONS
 };
 
@@ -102,8 +109,10 @@ int shm_slot_prepare(unsigned slot, size_t servers, size_t listeners)
 /* Zero a worker's slot after the master reaped it (its totals are kept). */
 void shm_slot_reset(unsigned slot);
 /* Master: a server slot changes hands (reload): health unknown, admin
- * ready, totals zero. No live process may still use it. */
+ * ready, totals and counters zero. No live process may still use it. */
 void shm_server_forget(unsigned server);
+/* Master: the same for a listener slot: its counters start from zero. */
+void shm_listener_forget(unsigned listener);
 
 /* Writer side of a worker slot (the calling worker owns `slot`). */
 void shm_worker_attach(unsigned slot);
@@ -126,6 +135,19 @@ uint32_t shm_server_active(unsigned server);
 uint64_t shm_server_total(unsigned server);
 uint64_t shm_server_failures(unsigned server);
 uint32_t shm_slot_active(unsigned slot);
+/*
+ * Counter regions (SHM_SLOT_*_METRICS: 64-bit words, monotonic): out[i] =
+ * word first + i summed over every slot, plus what the workers that
+ * exited had counted there (the master keeps that when it resets a slot).
+ */
+void shm_counters_sum(enum shm_slot_region r, size_t first, size_t n,
+    uint64_t *out);
+/*
+ * A server's check counters: METRICS_CHECK_WORDS words kept with its
+ * health record, written only by the health process (relaxed atomics),
+ * zeroed when the slot changes hands. NULL when the slot has no record.
+ */
+uint64_t *shm_server_checks(unsigned server);
 
 /* Health: writer is the health process; readers are lock-free. */
 void shm_health_publish(unsigned server, const struct shm_health_snapshot *s);

@@ -42,6 +42,7 @@
 #include "core/clients.h"
 #include "core/fdplan.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/net.h"
 #include "core/session.h"
 #include "core/shm.h"
@@ -500,6 +501,7 @@ worker_main(const struct runtime *rt, unsigned slot, int parent_fd,
 	w.base = child_event_base();
 	epfd = worker_find_epoll();
 	shm_worker_attach(slot);
+	metrics_worker_attach();
 	clients_attach();
 
 	w.env.base = w.base;

@@ -10,7 +10,9 @@
 #                            mandoc, systemd (systemd-analyze only).
 #   scripts/deps.sh test     pkg + what the test suite and bench --quick run:
 #                            postfix, haproxy, nginx-light with its stream
-#                            module, strace, valgrind, clang with libFuzzer.
+#                            module, strace, valgrind, clang with libFuzzer,
+#                            prometheus (promtool and a throwaway server).
+#   scripts/deps.sh prometheus  prometheus only (what the metrics tests run).
 #
 # Test packages are installed without starting their services: a
 # policy-rc.d that denies every start exists only for that apt run (one
@@ -27,17 +29,18 @@ build="gcc pkg-config meson ninja-build libevent-dev libyaml-dev check
        libsubunit-dev python3 netcat-openbsd"
 pkg="dpkg-dev debhelper fakeroot lintian rpm rpmlint cpio mandoc systemd"
 test="postfix haproxy nginx-light libnginx-mod-stream strace procps iproute2
-      valgrind clang libclang-rt-14-dev"
+      valgrind clang libclang-rt-14-dev prometheus"
 
 case $mode in
 build) want=$build ;;
 pkg) want="$build $pkg" ;;
 test) want="$build $pkg $test" ;;
+prometheus) want="prometheus" ;;
 -h | --help)
-	sed -n '3,22p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '3,24p' "$0" | sed 's/^# \{0,1\}//'
 	exit 0 ;;
 *)
-	echo "usage: $0 [build|pkg|test]" >&2
+	echo "usage: $0 [build|pkg|test|prometheus]" >&2
 	exit 2 ;;
 esac
 

@@ -632,82 +632,100 @@ static const struct {
 	{ T_ROOT, "pools: {}", 2, 5, 1, "duplicate key \"pools\"" },
 	/* wrong type */
 	{ T_ROOT, "workers: [1]", 1, 1, 10,
-	    "expected a number of workers or auto, got a list" },
+	    "workers: expected a number of workers or auto, got a list" },
 	{ T_ROOT, "log: stderr", 1, 1, 6,
-	    "expected a mapping for \"log\", got a single value" },
-	{ T_ROOT, "user: {a: b}", 1, 1, 7, "expected a string, got a mapping" },
+	    "log: expected a mapping, got a single value" },
+	{ T_ROOT, "user: {a: b}", 1, 1, 7, "user: expected a string, got a mapping" },
 	{ T_LISTENER, "max_connections: [1]", 1, 5, 22,
-	    "expected an integer from 1 to 1000000, got a list" },
+	    "max_connections: expected an integer from 1 to 1000000, got a list" },
 	{ T_LISTENER, "trusted_proxies: 10.0.0.0/8", 1, 5, 22,
-	    "expected a list of networks" },
-	{ T_LISTENER, "accept_proxy: yes", 1, 5, 19, "expected true or false, got \"yes\"" },
+	    "trusted_proxies: expected a list of networks" },
+	{ T_LISTENER, "accept_proxy: yes", 1, 5, 19, "accept_proxy: expected true or false, got \"yes\"" },
 	{ T_BIND, "{a: 1}", 1, 4, 11,
-	    "expected an address or a list of addresses, got a mapping" },
+	    "bind: expected an address or a list of addresses, got a mapping" },
 	{ T_POOL, "health: []", 1, 7, 13,
-	    "expected a mapping for \"health\", got a list" },
-	{ T_SERVER, "backup: 1", 1, 10, 17, "expected true or false, got \"1\"" },
-	{ T_ROOT, "workers:", 1, 1, 9, "expected a number of workers or auto, got no value" },
+	    "health: expected a mapping, got a list" },
+	{ T_SERVER, "backup: 1", 1, 10, 17, "backup: expected true or false, got \"1\"" },
+	{ T_ROOT, "workers:", 1, 1, 9, "workers: expected a number of workers or auto, got no value" },
 	{ T_ROOT, "workers: null", 1, 1, 10, "got no value" },
-	{ T_ROOT, "hostname: \"a\\0b\"", 1, 1, 11, "NUL character" },
+	{ T_ROOT, "hostname: \"a\\0b\"", 1, 1, 11, "hostname: expected a host name, got a value with a NUL character" },
 	/* out of range, integer syntax */
-	{ T_ROOT, "workers: 0", 1, 1, 10, "expected an integer from 1 to 1024 or auto, got \"0\"" },
+	{ T_ROOT, "workers: 0", 1, 1, 10, "workers: expected an integer from 1 to 1024 or auto, got \"0\"" },
 	{ T_LISTENER, "max_connections: 0", 1, 5, 22,
-	    "expected an integer from 1 to 1000000, got \"0\"" },
+	    "max_connections: expected an integer from 1 to 1000000, got \"0\"" },
 	{ T_LISTENER, "max_connections: 0x10", 1, 5, 22, "got \"0x10\"" },
 	{ T_LISTENER, "max_connections: 1e3", 1, 5, 22, "got \"1e3\"" },
 	{ T_LISTENER, "max_connections: +5", 1, 5, 22, "got \"+5\"" },
 	{ T_LISTENER, "max_connections: -1", 1, 5, 22, "got \"-1\"" },
 	{ T_LISTENER, "max_connections: 99999999999999999999", 1, 5, 22,
 	    "expected an integer from 1 to 1000000" },
-	{ T_SERVER, "weight: 257", 1, 10, 17, "expected an integer from 0 to 256, got \"257\"" },
-	{ T_POOL, "retries: 17", 1, 7, 14, "expected an integer from 0 to 16" },
-	{ T_POOL, "source_prefix: {ipv4: 33}", 1, 7, 27, "expected an integer from 0 to 32" },
-	{ T_POOL, "source_prefix: {ipv6: 129}", 1, 7, 27, "expected an integer from 0 to 128" },
-	{ T_POOL, "health: {rise: 0}", 1, 7, 20, "expected an integer from 1 to 1000" },
+	{ T_SERVER, "weight: 257", 1, 10, 17, "weight: expected an integer from 0 to 256, got \"257\"" },
+	{ T_POOL, "retries: 17", 1, 7, 14, "retries: expected an integer from 0 to 16" },
+	{ T_POOL, "source_prefix: {ipv4: 33}", 1, 7, 27, "source_prefix.ipv4: expected an integer from 0 to 32" },
+	{ T_POOL, "source_prefix: {ipv6: 129}", 1, 7, 27, "source_prefix.ipv6: expected an integer from 0 to 128" },
+	{ T_POOL, "health: {rise: 0}", 1, 7, 20, "health.rise: expected an integer from 1 to 1000" },
 	/* enums */
 	{ T_LISTENER, "mode: starttls", 1, 5, 11,
-	    "expected one of smtp or tls, got \"starttls\"" },
+	    "mode: expected one of smtp or tls, got \"starttls\"" },
 	{ T_POOL, "balance: random", 1, 7, 14,
-	    "expected one of roundrobin, leastconn, source or first, got \"random\"" },
-	{ T_POOL, "proxy_protocol: v3", 1, 7, 21, "expected one of none, v1 or v2" },
-	{ T_POOL, "health: {check: tcp}", 1, 7, 21, "expected one of smtp or connect" },
-	{ T_ROOT, "log: {facility: kern}", 1, 1, 17, "expected a syslog facility" },
+	    "balance: expected one of roundrobin, leastconn, source or first, got \"random\"" },
+	{ T_POOL, "proxy_protocol: v3", 1, 7, 21, "proxy_protocol: expected one of none, v1 or v2" },
+	{ T_POOL, "health: {check: tcp}", 1, 7, 21, "health.check: expected one of smtp or connect" },
+	{ T_ROOT, "log: {facility: kern}", 1, 1, 17, "log.facility: expected a syslog facility" },
 	{ T_ROOT, "log: {level: notice}", 1, 1, 14,
-	    "expected one of error, warning, info or debug" },
-	{ T_ROOT, "control: {mode: \"0999\"}", 1, 1, 17, "octal file mode" },
+	    "log.level: expected one of error, warning, info or debug" },
+	{ T_ROOT, "control: {mode: \"0999\"}", 1, 1, 17, "control.mode: expected an octal file mode" },
 	/* durations */
 	{ T_ROOT, "shutdown_timeout: 5x", 1, 1, 19,
-	    "expected a duration like 5s, 300ms, 10m or 1h, got \"5x\"" },
+	    "shutdown_timeout: expected a duration like 5s, 300ms, 10m or 1h, got \"5x\"" },
 	{ T_ROOT, "shutdown_timeout: 0s", 1, 1, 19, "greater than 0" },
 	{ T_ROOT, "shutdown_timeout: 597h", 1, 1, 19, "too long" },
-	{ T_LISTENER, "proxy_timeout: 5", 1, 5, 20, "expected a duration" },
-	{ T_LISTENER, "client_timeout: 0ms", 1, 5, 21, "greater than 0" },
-	{ T_POOL, "connect_timeout: 1d", 1, 7, 22, "expected a duration" },
-	{ T_POOL, "health: {interval: 0s}", 1, 7, 24, "greater than 0" },
+	{ T_LISTENER, "proxy_timeout: 5", 1, 5, 20, "proxy_timeout: expected a duration" },
+	{ T_LISTENER, "client_timeout: 0ms", 1, 5, 21,
+	    "client_timeout: expected a duration greater than 0" },
+	{ T_POOL, "connect_timeout: 1d", 1, 7, 22, "connect_timeout: expected a duration" },
+	{ T_POOL, "health: {interval: 0s}", 1, 7, 24,
+	    "health.interval: expected a duration greater than 0" },
 	/* names and host names */
-	{ T_LISTENER, "name: \"bad name\"", 1, 5, 11, "expected a name of 1 to 64" },
+	{ T_LISTENER, "name: \"bad name\"", 1, 5, 11, "name: expected a name of 1 to 64" },
 	{ T_LISTENER, "name: "
 	    "a1234567890123456789012345678901234567890123456789012345678901234",
 	    1, 5, 11, "expected a name" },
-	{ T_ROOT, "hostname: \"bad host\"", 1, 1, 11, "expected a host name" },
-	{ T_POOL, "health: {helo: \"a..b\"}", 1, 7, 20, "expected a host name" },
+	{ T_ROOT, "hostname: \"bad host\"", 1, 1, 11, "hostname: expected a host name" },
+	{ T_POOL, "health: {helo: \"a..b\"}", 1, 7, 20, "health.helo: expected a host name" },
 	/* addresses */
-	{ T_BIND, "1.2.3.4", 1, 4, 11, "bad address \"1.2.3.4\"" },
+	{ T_BIND, "1.2.3.4", 1, 4, 11, "bind: bad address \"1.2.3.4\"" },
 	{ T_BIND, "1.2.3.4:0", 1, 4, 11, "from 1 to 65535" },
 	{ T_BIND, "1.2.3.4:65536", 1, 4, 11, "from 1 to 65535" },
-	{ T_BIND, "\"::1:25\"", 1, 4, 11, "in brackets" },
+	{ T_BIND, "\"::1:25\"", 1, 4, 11, "bind: bad address \"::1:25\": write an IPv6 address in brackets" },
 	{ T_BIND, "[\"127.0.0.1:1\", \"[::1]:x\"]", 1, 4, 27, "from 1 to 65535" },
-	{ T_BIND, "[]", 1, 4, 11, "expected at least one address" },
+	{ T_BIND, "[]", 1, 4, 11, "bind: expected at least one address" },
 	{ T_BIND, "[\"127.0.0.1:1\", \"127.0.0.1:1\"]", 1, 4, 27,
-	    "duplicate bind address [127.0.0.1]:1 in this listener" },
+	    "bind: duplicate bind address [127.0.0.1]:1 in this listener" },
 	{ T_SERVER, "weight: 1\n        address: 1.2.3.4", 1, 11, 9, "duplicate key" },
-	{ T_LISTENER, "trusted_proxies: [10.0.0.0/33]", 1, 5, 23, "bad network" },
+	{ T_LISTENER, "trusted_proxies: [10.0.0.0/33]", 1, 5, 23, "trusted_proxies: bad network" },
 	/* missing required things */
 	{ T_ROOT, "listeners: []", 2, 1, 12, "at least one listener is required" },
 	{ T_POOL, "servers: []", 2, 8, 5, "duplicate key \"servers\"" },
+	/* metrics */
+	{ T_ROOT, "metrics: {bind: \"127.0.0.1:99999\"}", 1, 1, 17,
+	    "metrics.bind: bad address \"127.0.0.1:99999\": the port must be" },
+	{ T_ROOT, "metrics: {bind: \"[::1]\"}", 1, 1, 17,
+	    "metrics.bind: bad address \"[::1]\"" },
+	{ T_ROOT, "metrics: {}", 1, 1, 10, "missing key \"bind\" in metrics" },
+	{ T_ROOT, "metrics: {bnd: \"127.0.0.1:9745\"}", 2, 1, 11,
+	    "unknown key \"bnd\" in metrics (did you mean \"bind\"?)" },
+	{ T_ROOT, "metrics: 9745", 1, 1, 10,
+	    "metrics: expected a mapping with bind, got a single value" },
+	{ T_ROOT, "metrics: {bind: [\"127.0.0.1:9745\"]}", 1, 1, 17,
+	    "metrics.bind: expected an address like 127.0.0.1:9745 or [::1]:9745, "
+	    "got a list" },
+	{ T_ROOT, "metrics: {bind: \"127.0.0.1:2525\"}", 1, 1, 17,
+	    "metrics.bind: [127.0.0.1]:2525 is a bind address of listener "
+	    "\"listener1\" too" },
 	/* several errors in one file, all reported */
 	{ T_LISTENER, "mode: x\n    proxy_timeout: 1y\n    client_timeout: 0s", 3, 7, 21,
-	    "greater than 0" },
+	    "client_timeout: expected a duration greater than 0" },
 };
 
 START_TEST(test_errors)
@@ -886,12 +904,12 @@ START_TEST(test_errors_in_order)
 		"      - name: \"a b\"\n"
 		"        address: 127.0.0.1:1\n";
 	static const char expected[] =
-		"t.yaml:1:10: expected an integer from 1 to 1024 or auto, got \"none\"\n"
-		"t.yaml:4:11: bad address \"127.0.0.1:99999\": the port must be an integer from 1 to 65535\n"
+		"t.yaml:1:10: workers: expected an integer from 1 to 1024 or auto, got \"none\"\n"
+		"t.yaml:4:11: bind: bad address \"127.0.0.1:99999\": the port must be an integer from 1 to 65535\n"
 		"t.yaml:5:11: listener \"smtp\" refers to unknown pool \"nope\"\n"
 		"t.yaml:6:5: unknown key \"bnd\" in listener (did you mean \"bind\"?)\n"
-		"t.yaml:9:23: expected a duration like 5s, 300ms, 10m or 1h, got \"10\"\n"
-		"t.yaml:11:15: expected a name of 1 to 64 letters, digits, '.', '_' or '-', got \"a b\"\n";
+		"t.yaml:9:23: health.timeout: expected a duration like 5s, 300ms, 10m or 1h, got \"10\"\n"
+		"t.yaml:11:15: name: expected a name of 1 to 64 letters, digits, '.', '_' or '-', got \"a b\"\n";
 	struct cfg_diag d;
 	struct config *cfg = load(yaml, &d);
 
@@ -936,6 +954,65 @@ START_TEST(test_resolve_off)
 
 	cfg = load(yaml, &d);
 	ck_assert_msg(cfg != NULL, "%s", dump(&d));
+	cfg_free(cfg);
+	cfg_diag_free(&d);
+}
+END_TEST
+
+/* metrics.bind: IPv4, IPv6, the wildcard, and a host name resolved later
+ * (a reload) like a listener's bind. */
+START_TEST(test_metrics_bind)
+{
+	struct cfg_diag d;
+	struct config *cfg;
+	struct cfg_addr a;
+	char yaml[1024], err[256];
+
+	cfg = load(minimal, &d);
+	ck_assert_msg(cfg != NULL, "%s", dump(&d));
+	ck_assert(!cfg->metrics.enabled);
+	cfg_free(cfg);
+	cfg_diag_free(&d);
+
+	subst(yaml, sizeof yaml, T_ROOT, "metrics: {bind: \"[::1]:9745\"}");
+	cfg = load(yaml, &d);
+	ck_assert_msg(cfg != NULL, "%s", dump(&d));
+	ck_assert(cfg->metrics.enabled);
+	ck_assert_int_eq(cfg->metrics.bind.ss.ss_family, AF_INET6);
+	ck_assert_str_eq(cfg->metrics.bind.text, "[::1]:9745");
+	cfg_free(cfg);
+	cfg_diag_free(&d);
+
+	subst(yaml, sizeof yaml, T_ROOT, "metrics:\n  bind: 0.0.0.0:9745");
+	cfg = load(yaml, &d);
+	ck_assert_msg(cfg != NULL, "%s", dump(&d));
+	ck_assert_str_eq(cfg->metrics.bind.text, "[0.0.0.0]:9745");
+	cfg_free(cfg);
+	cfg_diag_free(&d);
+
+	cfg_set_resolve_mode(CFG_RESOLVE_DEFER);
+	subst(yaml, sizeof yaml, T_ROOT, "metrics: {bind: \"localhost:2525\"}");
+	cfg = load(yaml, &d);
+	cfg_set_resolve_mode(CFG_RESOLVE_NOW);
+	ck_assert_msg(cfg != NULL, "%s", dump(&d));
+	ck_assert_uint_eq(cfg->nhosts, 1);
+	ck_assert(cfg->hosts[0].bind);
+	ck_assert(cfg->hosts[0].list == CFG_HOST_METRICS);
+	ck_assert_uint_eq(cfg->hosts[0].pos.line, 1);
+	ck_assert_uint_eq(cfg->hosts[0].pos.column, 17);
+	ck_assert_int_eq(cfg_parse_addr("127.0.0.2:2525", true, false, &a, err,
+	    sizeof err), 0);
+	ck_assert_int_eq(cfg_host_apply(cfg, 0, &a, NULL, &d), 0);
+	ck_assert_str_eq(cfg->metrics.bind.text, "[127.0.0.2]:2525");
+	ck_assert_int_eq(cfg_hosts_finish(cfg, &d), 0);
+	/* The same name resolving to a listener's address is refused. */
+	ck_assert_int_eq(cfg_parse_addr("127.0.0.1:2525", true, false, &a, err,
+	    sizeof err), 0);
+	ck_assert_int_eq(cfg_host_apply(cfg, 0, &a, NULL, &d), 0);
+	ck_assert_int_eq(cfg_hosts_finish(cfg, &d), -1);
+	ck_assert_msg(find(&d, CFG_ERROR, 1, 17, "metrics.bind: [127.0.0.1]:2525 "
+	    "is a bind address of listener \"listener1\" too") != NULL, "%s",
+	    dump(&d));
 	cfg_free(cfg);
 	cfg_diag_free(&d);
 }
@@ -1125,8 +1202,8 @@ START_TEST(test_diag_print)
 	    "/etc/smtpfront/smtpfront.yaml:3:11: warning: port-25 listener "
 	    "\"listener1\": pool \"p\" sends no PROXY header: Postfix will see "
 	    "the proxy's address\n"
-	    "/etc/smtpfront/smtpfront.yaml:8:14: expected an integer from 0 to "
-	    "16, got \"99\"\n");
+	    "/etc/smtpfront/smtpfront.yaml:8:14: retries: expected an integer "
+	    "from 0 to 16, got \"99\"\n");
 	ck_assert_uint_eq(d.nerrors, 1);
 	ck_assert_uint_eq(d.nwarnings, 1);
 	cfg_diag_free(&d);
@@ -1327,6 +1404,7 @@ config_suite(void)
 	tcase_add_test(tc, test_errors_in_order);
 	tcase_add_test(tc, test_too_many_errors);
 	tcase_add_test(tc, test_resolve_off);
+	tcase_add_test(tc, test_metrics_bind);
 	tcase_add_loop_test(tc, test_port25_warning, 0,
 	    (int)(sizeof warn_vectors / sizeof warn_vectors[0]));
 	suite_add_tcase(s, tc);

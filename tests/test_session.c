@@ -34,6 +34,7 @@
 #include "config/config.h"
 #include "core/clients.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/runtime.h"
 #include "core/session.h"
 #include "core/session_int.h"
@@ -58,6 +59,12 @@ static int logpipe[2] = { -1, -1 };
 static char logbuf[65536];
 static size_t loglen;
 static unsigned closed;		/* sessions freed */
+/* The listener's sessions by result when the test started. */
+static uint64_t results_before[METRICS_NRESULTS];
+/* Session lines by result that log_clear() dropped. */
+static unsigned lines_cleared[METRICS_NRESULTS];
+
+static void log_clear(void);
 static bool shm_made;
 
 static int64_t
@@ -217,6 +224,9 @@ setup_with(const char *extra_listener, const char *extra_pool)
 	}
 	shm_slot_reset(0);
 	shm_worker_attach(0);
+	metrics_worker_attach();
+	metrics_listener_results(0, results_before);
+	memset(lines_cleared, 0, sizeof(lines_cleared));
 	clients_attach();
 	base = event_base_new();
 	ck_assert_ptr_nonnull(base);
@@ -252,10 +262,67 @@ setup(void)
 	setup_with("    client_timeout: 2s\n", "    server_timeout: 2s\n");
 }
 
+/* Session lines with result=r in the log. */
+static unsigned
+lines_with_result(const char *r)
+{
+	char pat[64];
+	unsigned n = 0;
+	size_t len;
+
+	len = (size_t)snprintf(pat, sizeof(pat), "result=%s", r);
+	for (const char *p = logbuf; (p = strstr(p, pat)) != NULL; p += len)
+		if (p[len] == ' ' || p[len] == '\n')
+			n++;
+	return n;
+}
+
+/* Forget the lines read so far (those in the pipe stay), keeping count of
+ * their results. */
+static void
+log_clear(void)
+{
+	for (int r = 0; r < METRICS_NRESULTS; r++)
+		lines_cleared[r] += lines_with_result(metrics_result_names[r]);
+	loglen = 0;
+	logbuf[0] = '\0';
+}
+
+/*
+ * Every session a test ended was counted in shared memory under the
+ * result its line says (lines of rejected PROXY connections are
+ * rate-limited, their counts are not).
+ */
+static void
+assert_results_counted(void)
+{
+	uint64_t now[METRICS_NRESULTS];
+
+	log_drain();
+	if (loglen == sizeof(logbuf) - 1)
+		return;			/* lines were cut: nothing to compare */
+	metrics_listener_results(0, now);
+	for (int r = 0; r < METRICS_NRESULTS; r++) {
+		uint64_t counted = now[r] - results_before[r];
+		unsigned logged_n = lines_cleared[r] +
+		    lines_with_result(metrics_result_names[r]);
+
+		if (r == METRICS_BAD_PROXY_HEADER || r == METRICS_UNTRUSTED_PROXY)
+			ck_assert_msg(counted >= logged_n, "%s: %llu counted, "
+			    "%u logged", metrics_result_names[r],
+			    (unsigned long long)counted, logged_n);
+		else
+			ck_assert_msg(counted == logged_n, "%s: %llu counted, "
+			    "%u logged; log:\n%s", metrics_result_names[r],
+			    (unsigned long long)counted, logged_n, logbuf);
+	}
+}
+
 static void
 teardown(void)
 {
 	session_close_all(&env);
+	assert_results_counted();
 	bal_pool_free(bal[0]);
 	event_base_free(base);
 	close(be_listen);
@@ -784,7 +851,7 @@ START_TEST(test_per_client_limit)
 	/* One leaves, room again. */
 	close(a1);
 	spin(NULL, NULL, 100);
-	loglen = 0;
+	log_clear();
 	a3 = client_connect("127.0.0.4");
 	backend_accept();
 	spin(NULL, NULL, 100);
@@ -1117,8 +1184,7 @@ upstream_split(const uint8_t *in, size_t len, size_t cut, bool bytewise,
 	snprintf(want, sizeof(want), "[%s]:%u", ip, port);
 	ck_assert_str_eq(logged("client"), want);
 	ck_assert_str_eq(logged("bytes_in"), "6");
-	loglen = 0;
-	logbuf[0] = '\0';
+	log_clear();
 }
 
 START_TEST(test_upstream_split_reads)
@@ -1185,8 +1251,7 @@ START_TEST(test_upstream_local_passes_local)
 		    ntohs(me.sin_port));
 		ck_assert_str_eq(logged("client"), want);
 		ck_assert_str_eq(logged("proxy_in"), k == 0 ? "v2" : "v1");
-		loglen = 0;
-		logbuf[0] = '\0';
+		log_clear();
 	}
 }
 END_TEST

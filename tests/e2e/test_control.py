@@ -19,8 +19,14 @@ import sfharness as h
 TIMEOUT = 15
 CTL = h.SMTPFRONTCTL_BIN
 
-STATUS_KEYS = {'version', 'uptime_s', 'generation', 'workers', 'pools'}
+STATUS_KEYS = {'version', 'uptime_s', 'generation', 'workers', 'listeners',
+               'pools'}
 WORKER_KEYS = {'pid', 'generation', 'draining', 'active'}
+LISTENER_KEYS = {'name', 'active', 'max_connections', 'sessions'}
+RESULTS = {'ok', 'no-backend', 'overload', 'client-limit', 'shutdown',
+           'client-timeout', 'server-timeout', 'client-closed',
+           'server-closed', 'greeting-failed', 'bad-proxy-header',
+           'untrusted-proxy'}
 POOL_KEYS = {'name', 'balance', 'servers'}
 SERVER_KEYS = {'name', 'address', 'state', 'health', 'admin', 'weight',
                'backup', 'reason', 'check_ms', 'last_check_s', 'active',
@@ -258,6 +264,11 @@ class ControlTest(h.ControlClient, unittest.TestCase):
         for w in doc['workers']:
             self.assertEqual(set(w), WORKER_KEYS)
             self.assertIn(w['pid'], sf.children())
+        (lst,) = doc['listeners']
+        self.assertEqual(set(lst), LISTENER_KEYS)
+        self.assertEqual((lst['name'], lst['max_connections']),
+                         ('smtp', 10000))
+        self.assertEqual(set(lst['sessions']), RESULTS)
         (pool,) = doc['pools']
         self.assertEqual(set(pool), POOL_KEYS)
         self.assertEqual((pool['name'], pool['balance']),
@@ -284,19 +295,27 @@ class ControlTest(h.ControlClient, unittest.TestCase):
 
         def counts(d):
             return (sum(w['active'] for w in d['workers']),
-                    self.server(d, 'b1')['active'])
-        doc = self.wait_status(sf, lambda d: counts(d) == (n, n),
+                    self.server(d, 'b1')['active'],
+                    d['listeners'][0]['active'])
+        doc = self.wait_status(sf, lambda d: counts(d) == (n, n, n),
                                '%d sessions counted' % n)
         for c in clients[:2]:
             self.assertEqual(c.cmd('QUIT').code, 221)
             self.assertEqual(c.wait_close(TIMEOUT)[1], 'eof')
-        doc = self.wait_status(sf, lambda d: counts(d) == (n - 2, n - 2),
+        doc = self.wait_status(sf, lambda d: counts(d) == (n - 2, n - 2,
+                                                           n - 2),
                                'two sessions ended')
         self.assertGreaterEqual(self.server(doc, 'b1')['total'], 2)
+        # How the sessions since start ended: the two that quit.
+        ended = {k: v for k, v in doc['listeners'][0]['sessions'].items()
+                 if v}
+        self.assertEqual(ended, {'ok': 2})
         # The human table shows the same.
         r = self.ctl(sf, 'status')
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertRegex(r.stdout, r'\nb1 +\[127\.0\.0\.1\]:%d +up ' % b.port)
+        self.assertRegex(r.stdout, r'\nLISTENER +ACTIVE +MAX +SESSIONS SINCE '
+                         r'START, BY RESULT\nsmtp +%d +10000 +2 ok\n' % (n - 2))
 
     # ------------------------------------------------------------ admin
 

@@ -249,7 +249,7 @@ class Deb(unittest.TestCase):
 					f.write(config.replace('balance: source', 'balance: sauce'))
 				r = run(reload_argv, check=False, timeout=60)
 				self.assertEqual(r.returncode, 1, r.stdout)
-				self.assertRegex(r.stdout, re.escape(CONFIG) + r':\d+:\d+: expected one '
+				self.assertRegex(r.stdout, re.escape(CONFIG) + r':\d+:\d+: balance: expected one '
 					r'of roundrobin, leastconn, source or first, got "sauce"')
 				with open(CONFIG, 'w') as f:
 					f.write(config)

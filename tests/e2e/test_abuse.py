@@ -256,7 +256,17 @@ class AbuseTest(unittest.TestCase):
         found no connection (accept4 failing with EAGAIN) stay under 5%.
         Counted by the workers themselves (each logs its totals when it
         exits): strace would slow every syscall and widen the very race
-        it measures."""
+        it measures.
+
+        The bound is the issue's 5% in the optimized build, the product.
+        AddressSanitizer makes every step from a wake-up to accept4 two
+        to three times longer, which widens the one race left (a worker
+        busy with the last session finds the listener on its ready list
+        before the woken one has taken the connection): CI measured 6.7%
+        there. The sanitized build checks 15%, still far below the
+        every-worker-wakes behaviour this guards against (300% with four
+        workers)."""
+        limit = 150 if os.environ.get('SMTPFRONT_SANITIZED') == '1' else 50
         sf, b = self.start(workers=4, log={'level': 'debug',
                                            'target': 'stderr'})
         self.assertEqual(len(self.workers(sf)), 4)
@@ -278,7 +288,7 @@ class AbuseTest(unittest.TestCase):
         print('wake-ups: 4 workers, 1000 connections: %d accepted, %d '
               'wake-ups found none (%.1f%%)' % (accepted, idle, idle / 10.0))
         self.assertEqual((workers, accepted), (4, 1000))
-        self.assertLess(idle, 50)
+        self.assertLess(idle, limit)
 
 
 if __name__ == '__main__':

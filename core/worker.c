@@ -289,6 +289,31 @@ worker_on_resume(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
+ * Move this worker to the back of the listener's line. The kernel offers
+ * a new connection to the epoll sets in the order they were added: a set
+ * whose worker is not asleep in epoll_wait is only marked ready, and the
+ * walk goes on to the first one asleep, which it wakes. The worker that
+ * just took a connection is the one most likely still busy with it when
+ * the next arrives; left at the front, it would be marked ready for that
+ * next connection too, and race the woken worker to accept4 for it (the
+ * loser's wake-up finds nothing). Re-adding the listener puts it last, so
+ * idle workers are offered connections first, in turn.
+ */
+static void
+worker_requeue(struct worker *w, const struct worker_listen *wl)
+{
+	struct epoll_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+	ev.data.fd = wl->wakefd;
+	if (epoll_ctl(w->epfd, EPOLL_CTL_DEL, wl->bind->fd, NULL) == -1 ||
+	    epoll_ctl(w->epfd, EPOLL_CTL_ADD, wl->bind->fd, &ev) == -1)
+		log_warn("worker: epoll_ctl listener %s",
+		    wl->listener->cfg->name);
+}
+
+/*
  * Take one connection from `wl`: 1 when one was taken (or refused for
  * want of descriptors), 0 when none waited, -1 when this worker must stop
  * taking connections for now (at its cap, or paused).
@@ -332,6 +357,8 @@ worker_accept_one(struct worker *w, struct worker_listen *wl)
 		return -1;
 	}
 	w->accepted++;
+	if (wl->wakefd != -1 && w->rt->cfg->workers > 1)
+		worker_requeue(w, wl);
 	session_start(&w->env, wl->listener, wl->bind, fd,
 	    (struct sockaddr *)&peer, len);
 	/* At the cap now: stop listening before sleeping again, so the next

@@ -136,6 +136,20 @@ worker_kick(int kick_fd)
 		(void)!write(kick_fd, &one, sizeof(one));
 }
 
+/* Add the listening socket to libevent's epoll set, exclusively and
+ * under its eventfd's name, or take it out. */
+static int
+worker_epoll_listener(struct worker *w, const struct worker_listen *wl,
+    int op)
+{
+	struct epoll_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+	ev.data.fd = wl->wakefd;
+	return epoll_ctl(w->epfd, op, wl->bind->fd, &ev);
+}
+
 /*
  * Start or stop taking connections from the listening sockets. With
  * exclusive wake-ups a connection wakes one worker only: one that stops
@@ -152,13 +166,8 @@ worker_listen(struct worker *w, bool on)
 		struct worker_listen *wl = &w->listens[i];
 
 		if (wl->wakefd != -1) {
-			struct epoll_event ev;
-
-			memset(&ev, 0, sizeof(ev));
-			ev.events = EPOLLIN | EPOLLEXCLUSIVE;
-			ev.data.fd = wl->wakefd;
-			if (epoll_ctl(w->epfd, on ? EPOLL_CTL_ADD :
-			    EPOLL_CTL_DEL, wl->bind->fd, &ev) == -1)
+			if (worker_epoll_listener(w, wl, on ? EPOLL_CTL_ADD :
+			    EPOLL_CTL_DEL) == -1)
 				log_warn("worker: epoll_ctl listener %s",
 				    wl->listener->cfg->name);
 		} else if (on) {
@@ -302,13 +311,8 @@ worker_on_resume(evutil_socket_t fd, short what, void *arg)
 static void
 worker_requeue(struct worker *w, const struct worker_listen *wl)
 {
-	struct epoll_event ev;
-
-	memset(&ev, 0, sizeof(ev));
-	ev.events = EPOLLIN | EPOLLEXCLUSIVE;
-	ev.data.fd = wl->wakefd;
-	if (epoll_ctl(w->epfd, EPOLL_CTL_DEL, wl->bind->fd, NULL) == -1 ||
-	    epoll_ctl(w->epfd, EPOLL_CTL_ADD, wl->bind->fd, &ev) == -1)
+	if (worker_epoll_listener(w, wl, EPOLL_CTL_DEL) == -1 ||
+	    worker_epoll_listener(w, wl, EPOLL_CTL_ADD) == -1)
 		log_warn("worker: epoll_ctl listener %s",
 		    wl->listener->cfg->name);
 }

@@ -48,6 +48,10 @@ class AbuseTest(unittest.TestCase):
         sf.port = port
         self.addCleanup(sf.__exit__, None, None, None)
         sf.wait_ready()
+        # The health process shares the listening socket until it has
+        # closed what it inherited; its first verdict comes after that,
+        # so from here on only workers hold the socket (workers()).
+        sf.wait_log(r'health: server \S+ is UP', TIMEOUT)
         return sf, b
 
     def workers(self, sf):

@@ -95,9 +95,12 @@ class LifecycleTest(unittest.TestCase):
         # The client says nothing more; the worker closes it at 1 s.
         data, how = c.wait_close(TIMEOUT)
         self.assertEqual(how, 'eof')
-        self.assertEqual(sf.stop(timeout=TIMEOUT), 0)
-        (s,) = sf.sessions()
+        # The worker closes the socket, then logs: wait for the line
+        # before stop(), whose SIGTERM, a second one, kills at once.
+        (s,) = sf.wait_sessions(1, TIMEOUT)
         self.assertEqual(s['result'], 'shutdown', s)
+        self.assertEqual(sf.stop(timeout=TIMEOUT), 0)
+        self.assertEqual(len(sf.sessions()), 1)
 
     def test_max_connections_across_workers(self):
         sf, b = self.start(workers=2, listener={'max_connections': 3},

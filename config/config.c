@@ -813,27 +813,42 @@ cfg_parse_metrics(struct cfg_parser *p, yaml_node_t *v, void *obj)
 static int cfg_defer_host(struct cfg_parser *p, const yaml_node_t *n,
     const char *name, unsigned port, bool bind, size_t list, size_t item);
 
+/*
+ * The address text s of node n (a bind address, or a server's) into a.
+ * A host name that waits for later resolution is kept as entry (list,
+ * item) of the hosts to resolve. 0 when a holds the address, 1 when it
+ * waits for the name, -1 after an error (reported).
+ */
+static int
+cfg_addr_node(struct cfg_parser *p, yaml_node_t *n, const char *s, bool bind,
+    struct cfg_addr *a, size_t list, size_t item)
+{
+	char err[256], host[256];
+	unsigned port;
+	int rc;
+
+	rc = cfg_parse_addr_deferred(s, bind, cfg_resolve == CFG_RESOLVE_NOW,
+	    a, host, sizeof host, &port, err, sizeof err);
+	if (rc == -1)
+		return cfg_verror(p, n, "%s", err);
+	if (rc == 1 && cfg_defer_host(p, n, host, port, bind, list, item) == -1)
+		return -1;
+	return rc;
+}
+
 static int
 cfg_parse_metrics_bind(struct cfg_parser *p, yaml_node_t *v, void *obj)
 {
 	struct config *cfg = obj;
 	const char *s = cfg_scalar(p, v, "an address like 127.0.0.1:9745 or "
 	    "[::1]:9745");
-	char err[256], host[256];
-	unsigned port;
-	int rc;
 
-	if (s == NULL)
+	if (s == NULL ||
+	    cfg_addr_node(p, v, s, true, &cfg->metrics.bind, CFG_HOST_METRICS,
+	    0) == -1)
 		return -1;
-	rc = cfg_parse_addr_deferred(s, true, cfg_resolve == CFG_RESOLVE_NOW,
-	    &cfg->metrics.bind, host, sizeof host, &port, err, sizeof err);
-	if (rc == -1)
-		return cfg_verror(p, v, "%s", err);
 	cfg->metrics_pos.line = (unsigned)v->start_mark.line + 1;
 	cfg->metrics_pos.column = (unsigned)v->start_mark.column + 1;
-	if (rc == 1)
-		return cfg_defer_host(p, v, host, port, true, CFG_HOST_METRICS,
-		    0);
 	return 0;
 }
 
@@ -874,18 +889,13 @@ cfg_add_bind(struct cfg_parser *p, struct cfg_listener *l, yaml_node_t *n)
 {
 	const char *s = cfg_scalar(p, n, "an address like 0.0.0.0:25 or [::]:25");
 	struct cfg_addr a, *binds;
-	char err[256], host[256];
-	unsigned port;
 	int rc;
 
 	if (s == NULL)
 		return -1;
-	rc = cfg_parse_addr_deferred(s, true, cfg_resolve == CFG_RESOLVE_NOW,
-	    &a, host, sizeof host, &port, err, sizeof err);
+	rc = cfg_addr_node(p, n, s, true, &a, p->cfg->nlisteners - 1,
+	    l->nbinds);
 	if (rc == -1)
-		return cfg_verror(p, n, "%s", err);
-	if (rc == 1 && cfg_defer_host(p, n, host, port, true,
-	    p->cfg->nlisteners - 1, l->nbinds) == -1)
 		return -1;
 	for (size_t i = 0; rc == 0 && i < p->cfg->nlisteners; i++) {
 		const struct cfg_listener *o = &p->cfg->listeners[i];
@@ -1042,19 +1052,12 @@ cfg_parse_server_address(struct cfg_parser *p, yaml_node_t *v, void *obj)
 {
 	struct cfg_server *srv = obj;
 	const char *s = cfg_scalar(p, v, "an address like 10.0.0.11:10024");
-	char err[256], host[256];
-	unsigned port;
-	int rc;
 
 	if (s == NULL)
 		return -1;
 	if (strlen(s) >= sizeof srv->address_spec)
 		return cfg_verror(p, v, "address too long");
-	rc = cfg_parse_addr_deferred(s, false, cfg_resolve == CFG_RESOLVE_NOW,
-	    &srv->address, host, sizeof host, &port, err, sizeof err);
-	if (rc == -1)
-		return cfg_verror(p, v, "%s", err);
-	if (rc == 1 && cfg_defer_host(p, v, host, port, false, p->cur_pool,
+	if (cfg_addr_node(p, v, s, false, &srv->address, p->cur_pool,
 	    p->cur_server) == -1)
 		return -1;
 	memcpy(srv->address_spec, s, strlen(s) + 1);

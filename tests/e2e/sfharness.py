@@ -429,6 +429,16 @@ class Smtpfront:
     def children(self):
         return child_pids(self.pid)
 
+    def stop_checked(self, test, timeout=20):
+        """A test's cleanup: stop, and fail `test` with the last log lines
+        unless smtpfront exited 0; the streams are closed either way."""
+        try:
+            rc = self.stop(timeout=timeout)
+            test.assertEqual(rc, 0, 'smtpfront exit %s; log:\n%s'
+                             % (rc, '\n'.join(self.logs()[-30:])))
+        finally:
+            self.__exit__(None, None, None)
+
     def stop(self, sig=signal.SIGTERM, timeout=20):
         """Signal the master and wait; kills the whole group on timeout.
         Returns the exit code (None when it had to be killed)."""

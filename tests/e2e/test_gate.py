@@ -58,18 +58,10 @@ class GateTest(unittest.TestCase):
                             listener={'mode': mode}, pool=pl,
                             health={'check': 'connect', 'interval': '60s'})
         sf = h.Smtpfront(cfg)
-        self.addCleanup(self.stop_smtpfront, sf)
+        self.addCleanup(sf.stop_checked, self, TIMEOUT)
         sf.wait_ready()
         sf.port = port
         return sf
-
-    def stop_smtpfront(self, sf):
-        try:
-            rc = sf.stop(timeout=TIMEOUT)
-            self.assertEqual(rc, 0, 'smtpfront exit %s; log:\n%s'
-                             % (rc, '\n'.join(sf.logs()[-30:])))
-        finally:
-            sf.__exit__(None, None, None)
 
     def client(self, sf):
         c = h.RawSMTP('127.0.0.1', sf.port, timeout=TIMEOUT)

@@ -40,17 +40,9 @@ class HealthTest(unittest.TestCase):
 
     def smtpfront(self, cfg):
         sf = h.Smtpfront(cfg)
-        self.addCleanup(self.stop_smtpfront, sf)
+        self.addCleanup(sf.stop_checked, self, TIMEOUT)
         sf.wait_ready()
         return sf
-
-    def stop_smtpfront(self, sf):
-        try:
-            rc = sf.stop(timeout=TIMEOUT)
-            self.assertEqual(rc, 0, 'smtpfront exit %s; log:\n%s'
-                             % (rc, '\n'.join(sf.logs()[-30:])))
-        finally:
-            sf.__exit__(None, None, None)
 
     def start(self, servers, proxy='v2', level='info', **health):
         """smtpfront with one listener on pool 'pool' (servers = [(name,

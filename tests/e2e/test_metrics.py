@@ -108,17 +108,9 @@ class MetricsTest(h.ControlClient, unittest.TestCase):
 
     def start(self, cfg):
         sf = h.Smtpfront(cfg)
-        self.addCleanup(self.stop, sf)
+        self.addCleanup(sf.stop_checked, self, TIMEOUT)
         sf.wait_ready(TIMEOUT)
         return sf
-
-    def stop(self, sf):
-        try:
-            rc = sf.stop(timeout=TIMEOUT)
-            self.assertEqual(rc, 0, 'smtpfront exit %s; log:\n%s'
-                             % (rc, '\n'.join(sf.logs()[-30:])))
-        finally:
-            sf.__exit__(None, None, None)
 
     def ctl_metrics(self, sf):
         r = self.ctl(sf, 'metrics')

@@ -102,18 +102,10 @@ class UpstreamTest(unittest.TestCase):
                             health={'check': 'connect', 'interval': '60s'},
                             workers=workers)
         sf = h.Smtpfront(cfg)
-        self.addCleanup(self.stop_smtpfront, sf)
+        self.addCleanup(sf.stop_checked, self, TIMEOUT)
         sf.wait_ready()
         sf.port = port
         return sf
-
-    def stop_smtpfront(self, sf):
-        try:
-            rc = sf.stop(timeout=TIMEOUT)
-            self.assertEqual(rc, 0, 'smtpfront exit %s; log:\n%s'
-                             % (rc, '\n'.join(sf.logs()[-30:])))
-        finally:
-            sf.__exit__(None, None, None)
 
     def check_spec_line(self, s, proxy_in):
         """The session line has SPEC.md's keys in SPEC.md's order, with

@@ -106,8 +106,8 @@ static const struct {
 } shm_slot_shape[SHM_SLOT_NREGIONS] = {
 	[SHM_SLOT_LISTENER_ACTIVE] = { 0, sizeof(uint32_t), false },
 	[SHM_SLOT_SERVER_ACTIVE] = { sizeof(uint32_t), 0, false },
-	[SHM_SLOT_SERVER_TOTAL] = { sizeof(uint64_t), 0, false },
-	[SHM_SLOT_SERVER_FAILURES] = { sizeof(uint64_t), 0, false },
+	[SHM_SLOT_SERVER_TOTAL] = { sizeof(uint64_t), 0, true },
+	[SHM_SLOT_SERVER_FAILURES] = { sizeof(uint64_t), 0, true },
 	[SHM_SLOT_CLIENTS] = { 0, 0, false },
 	[SHM_SLOT_LISTENER_METRICS] = { 0,
 	    METRICS_LISTENER_WORDS * sizeof(uint64_t), true },
@@ -123,12 +123,9 @@ static size_t shm_open_len;		/* this process may touch [0, this) */
 static int shm_fd = -1;
 static size_t shm_file_len;
 static size_t shm_fixed[SHM_SLOT_NREGIONS];
-/* What workers that exited had counted, so totals survive respawns and
- * reloads. Private memory: only the master reads totals. */
-static uint64_t *retired_total;
-static uint64_t *retired_failures;
-static size_t retired_n;
-/* The same for each counter region, in words. */
+/* What workers that exited had counted, per counter region in words, so
+ * totals survive respawns and reloads. Private memory: only the master
+ * reads totals. */
 static uint64_t *retired_words[SHM_SLOT_NREGIONS];
 static size_t retired_nwords[SHM_SLOT_NREGIONS];
 /* Worker side. */
@@ -307,23 +304,6 @@ shm_servers_reserve(size_t n)
 		__atomic_store_n(&shm_hdr()->server_chunk[i], off,
 		    __ATOMIC_RELEASE);
 	}
-	if (n > retired_n) {
-		uint64_t *t = realloc(retired_total, n * sizeof(*t));
-		uint64_t *f;
-
-		if (t == NULL)
-			return -1;
-		retired_total = t;
-		f = realloc(retired_failures, n * sizeof(*f));
-		if (f == NULL)
-			return -1;
-		retired_failures = f;
-		memset(retired_total + retired_n, 0,
-		    (n - retired_n) * sizeof(*t));
-		memset(retired_failures + retired_n, 0,
-		    (n - retired_n) * sizeof(*f));
-		retired_n = n;
-	}
 	return 0;
 }
 
@@ -461,16 +441,9 @@ void
 shm_slot_reset(unsigned slot)
 {
 	struct shm_block *b = shm_block(slot);
-	const uint64_t *total, *failures;
 
 	if (b == NULL)
 		return;
-	total = shm_block_region(b, SHM_SLOT_SERVER_TOTAL);
-	failures = shm_block_region(b, SHM_SLOT_SERVER_FAILURES);
-	for (size_t i = 0; i < b->server_cap && i < retired_n; i++) {
-		retired_total[i] += total[i];
-		retired_failures[i] += failures[i];
-	}
 	for (int r = 0; r < SHM_SLOT_NREGIONS; r++)
 		if (shm_slot_shape[r].counters)
 			shm_retire_words(r, shm_block_region(b, r),
@@ -592,30 +565,22 @@ shm_server_active(unsigned server)
 	SHM_SUM(uint32_t, SHM_SLOT_SERVER_ACTIVE, server_cap, server);
 }
 
-static uint64_t
-shm_server_total_live(unsigned server)
-{
-	SHM_SUM(uint64_t, SHM_SLOT_SERVER_TOTAL, server_cap, server);
-}
-
-static uint64_t
-shm_server_failures_live(unsigned server)
-{
-	SHM_SUM(uint64_t, SHM_SLOT_SERVER_FAILURES, server_cap, server);
-}
-
 uint64_t
 shm_server_total(unsigned server)
 {
-	return (server < retired_n ? retired_total[server] : 0) +
-	    shm_server_total_live(server);
+	uint64_t v;
+
+	shm_counters_sum(SHM_SLOT_SERVER_TOTAL, server, 1, &v);
+	return v;
 }
 
 uint64_t
 shm_server_failures(unsigned server)
 {
-	return (server < retired_n ? retired_failures[server] : 0) +
-	    shm_server_failures_live(server);
+	uint64_t v;
+
+	shm_counters_sum(SHM_SLOT_SERVER_FAILURES, server, 1, &v);
+	return v;
 }
 
 uint32_t
@@ -682,10 +647,8 @@ shm_server_forget(unsigned server)
 	none.state = SHM_HEALTH_UNKNOWN;
 	shm_health_publish(server, &none);
 	shm_admin_set(server, SHM_ADMIN_READY);
-	if (server < retired_n) {
-		retired_total[server] = 0;
-		retired_failures[server] = 0;
-	}
+	shm_retired_clear(SHM_SLOT_SERVER_TOTAL, server, 1);
+	shm_retired_clear(SHM_SLOT_SERVER_FAILURES, server, 1);
 	shm_retired_clear(SHM_SLOT_SERVER_METRICS,
 	    (size_t)server * METRICS_SERVER_WORDS, METRICS_SERVER_WORDS);
 	if (shm_server_checks(server) != NULL)

@@ -26,6 +26,7 @@
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 
+#include "config/value.h"
 #include "core/log.h"
 #include "core/metrics_http.h"
 #include "core/net.h"
@@ -572,12 +573,6 @@ metrics_http_free(struct metrics_http *h)
 	free(h);
 }
 
-static bool
-mh_same_addr(const struct cfg_addr *a, const struct cfg_addr *b)
-{
-	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
-}
-
 int
 metrics_http_prepare(struct metrics_http *h, const struct cfg_addr *bind,
     char *err, size_t cap)
@@ -587,7 +582,7 @@ metrics_http_prepare(struct metrics_http *h, const struct cfg_addr *bind,
 		h->next = MH_NEXT_OFF;
 		return 0;
 	}
-	if (h->http != NULL && mh_same_addr(&h->addr, bind)) {
+	if (h->http != NULL && cfg_addr_equal(&h->addr, bind)) {
 		h->next = MH_NEXT_KEEP;
 		return 0;
 	}

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config/value.h"
 #include "core/log.h"
 #include "core/net.h"
 #include "core/runtime.h"
@@ -45,12 +46,6 @@ rt_server_key(const struct cfg_pool *p, const struct cfg_server *s,
     char *key, size_t cap)
 {
 	snprintf(key, cap, "%s/%s %s", p->name, s->name, s->address.text);
-}
-
-static bool
-rt_same_addr(const struct cfg_addr *a, const struct cfg_addr *b)
-{
-	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
 
 /*
@@ -115,7 +110,7 @@ rt_take_fd(const struct runtime *rt, const struct runtime *prev,
 		for (size_t j = 0; j < pl->nbinds; j++) {
 			int fd = pl->binds[j].fd;
 
-			if (fd != -1 && rt_same_addr(pl->binds[j].addr, a) &&
+			if (fd != -1 && cfg_addr_equal(pl->binds[j].addr, a) &&
 			    !rt_uses_fd(rt, fd))
 				return fd;
 		}

@@ -528,8 +528,9 @@ static void
 control_dispatch(struct control_conn *cc, char *line, struct evbuffer *out)
 {
 	char *argv[CONTROL_MAX_ARGS + 1], *save = NULL, *tok;
-	char quoted[72], msg[160];
+	char quoted[72], msg[192];
 	int argc = 0;
+	size_t off;
 
 	for (tok = strtok_r(line, " \t\r", &save); tok != NULL;
 	    tok = strtok_r(NULL, " \t\r", &save)) {
@@ -559,8 +560,14 @@ control_dispatch(struct control_conn *cc, char *line, struct evbuffer *out)
 		return;
 	}
 	control_quote_verb(argv[0], quoted, sizeof(quoted));
-	snprintf(msg, sizeof(msg), "unknown command \"%s\" (status, enable, "
-	    "disable, drain, reload, metrics)", quoted);
+	off = (size_t)snprintf(msg, sizeof(msg), "unknown command \"%s\" (",
+	    quoted);
+	for (size_t i = 0; i < sizeof(control_commands) /
+	    sizeof(control_commands[0]) && off < sizeof(msg); i++)
+		off += (size_t)snprintf(msg + off, sizeof(msg) - off, "%s%s",
+		    i > 0 ? ", " : "", control_commands[i].verb);
+	if (off < sizeof(msg))
+		snprintf(msg + off, sizeof(msg) - off, ")");
 	control_answer_error(out, msg);
 }
 

@@ -313,7 +313,7 @@ cfg_error_at(struct cfg_parser *p, unsigned line, unsigned column,
  * of a listener and of a server).
  */
 static int __attribute__((format(printf, 3, 4)))
-cfg_value_error(struct cfg_parser *p, const yaml_node_t *node,
+cfg_verror(struct cfg_parser *p, const yaml_node_t *node,
     const char *fmt, ...)
 {
 	char msg[256];
@@ -328,7 +328,6 @@ cfg_value_error(struct cfg_parser *p, const yaml_node_t *node,
 	    p->key_parent : "", p->key_parent != NULL ? "." : "", p->key,
 	    msg);
 }
-#define cfg_verror(p, node, ...) cfg_value_error((p), (node), __VA_ARGS__)
 
 static void __attribute__((format(printf, 3, 4)))
 cfg_warn(struct cfg_parser *p, const yaml_node_t *node, const char *fmt, ...)

@@ -10,10 +10,10 @@
 #include <unistd.h>
 
 #include "config/config.h"
-#include "core/fdplan.h"
 #include "core/log.h"
-#include "core/master.h"
+#include "core/master/master.h"
 #include "core/shm.h"
+#include "core/worker/fdplan.h"
 
 #define DEFAULT_CONFIG "/etc/smtpfront/smtpfront.yaml"
 

@@ -22,7 +22,6 @@
 
 #include "core/child.h"
 #include "core/log.h"
-#include "core/worker.h"
 
 /* This child's end of its channel to the master (-1: none yet). */
 static int child_channel = -1;

@@ -53,6 +53,9 @@ void child_events_free(struct child_events *ce);
  */
 void child_ready(void);
 
+/* Exit status of a child that failed on its configuration: never respawned. */
+#define CHILD_EXIT_CONFIG 78
+
 /* The message a child sends on its channel when it is accepting. */
 #define CHILD_MSG_READY 'R'
 

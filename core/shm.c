@@ -41,8 +41,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/clients.h"
-#include "core/fdplan.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/shm.h"
@@ -95,7 +93,8 @@ struct shm_block {
 
 /*
  * The shape of each region: bytes per server slot, per listener slot, and
- * a fixed part (see shm_slot_fixed_bytes()). A counter region is 64-bit
+ * a fixed part that the region's user registers before shm_create()
+ * (shm_slot_register_fixed()). A counter region is 64-bit
  * monotonic words: what a worker counted there is kept by the master when
  * it resets the slot (see shm_counters_sum()).
  */
@@ -137,18 +136,6 @@ static struct shm_header *
 shm_hdr(void)
 {
 	return (struct shm_header *)shm_base;
-}
-
-/* A fixed part of a region, from the start config. */
-static size_t
-shm_slot_fixed_bytes(enum shm_slot_region r, const struct config *cfg)
-{
-	/* The per-client table holds at most one network per session the
-	 * worker can hold (the master raised its limit before this). */
-	if (r == SHM_SLOT_CLIENTS)
-		return clients_table_bytes(fdplan_worker_sessions(
-		    fdplan_limit(false), fdplan_binds(cfg)));
-	return 0;
 }
 
 static size_t
@@ -228,6 +215,12 @@ shm_config_bytes(const struct config *cfg)
 }
 
 void
+shm_slot_register_fixed(enum shm_slot_region r, size_t bytes)
+{
+	shm_fixed[r] = bytes;
+}
+
+void
 shm_create(const struct config *cfg)
 {
 	size_t len = shm_round(sizeof(struct shm_header),
@@ -258,8 +251,6 @@ shm_create(const struct config *cfg)
 	shm_open_len = shm_file_len = len;
 	shm_hdr()->magic = SHM_MAGIC;
 	shm_hdr()->file_len = len;
-	for (int i = 0; i < SHM_SLOT_NREGIONS; i++)
-		shm_fixed[i] = shm_slot_fixed_bytes(i, cfg);
 	if (r < SHM_RESERVE_MAX)
 		log_warnx("shared memory: only %zu MiB of address space could "
 		    "be reserved; a reload that needs more will fail",

@@ -23,8 +23,9 @@
  *   1. add SHM_SLOT_<NAME> to enum shm_slot_region, before SHM_SLOT_NREGIONS;
  *   2. give its size in shm_slot_shape[] in shm.c: bytes per server slot,
  *      bytes per listener slot, and a fixed part; a fixed part computed
- *      from the configuration at start goes in shm_slot_fixed_bytes() (it
- *      sees the start config; the size then holds for the master's life);
+ *      from the configuration at start is registered by the region's user
+ *      with shm_slot_register_fixed() before shm_create() (the size then
+ *      holds for the master's life), so shm knows no region's contents;
  *      mark it `counters` when it holds only 64-bit monotonic counters:
  *      the master then keeps what a reaped worker counted, and readers
  *      get the whole with shm_counters_sum();
@@ -76,7 +77,7 @@ enum shm_slot_region {
 	SHM_SLOT_SERVER_ACTIVE,		/* uint32_t per server slot */
 	SHM_SLOT_SERVER_TOTAL,		/* uint64_t per server slot */
 	SHM_SLOT_SERVER_FAILURES,	/* uint64_t per server slot */
-	SHM_SLOT_CLIENTS,		/* core/clients.c: a table sized at start */
+	SHM_SLOT_CLIENTS,		/* core/worker/clients.c: a table sized at start */
 	SHM_SLOT_LISTENER_METRICS,	/* core/metrics.h: counters per listener slot */
 	SHM_SLOT_SERVER_METRICS,	/* core/metrics.h: counters per server slot */
 	SHM_SLOT_NREGIONS
@@ -90,6 +91,10 @@ struct shm_health_snapshot {
 	uint32_t checks;
 };
 
+/* Master, before shm_create(): the fixed part of region `r` in every
+ * worker slot, in bytes (computed by the region's user from the start
+ * config). */
+void shm_slot_register_fixed(enum shm_slot_region r, size_t bytes);
 /* Create the memory (master, before fork), sized for `cfg` (the start
  * config: fixed region sizes come from it). Aborts on failure. */
 void shm_create(const struct config *cfg);

@@ -32,13 +32,13 @@
 
 #include "balancer/balancer.h"
 #include "config/config.h"
-#include "core/clients.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/runtime.h"
-#include "core/session.h"
-#include "core/session_int.h"
 #include "core/shm.h"
+#include "core/worker/clients.h"
+#include "core/worker/session.h"
+#include "core/worker/session_int.h"
 #include "smtp/crc32c.h"
 #include "smtp/proxy.h"
 
@@ -217,6 +217,7 @@ setup_with(const char *extra_listener, const char *extra_pool)
 	/* One mapping per process (Check may run every test in one under
 	 * valgrind); each test starts from a zeroed worker slot. */
 	if (!shm_made) {
+		clients_shm_register(cfg);
 		shm_create(cfg);
 		ck_assert_int_eq(shm_servers_reserve(4), 0);
 		ck_assert_int_eq(shm_slot_prepare(0, 4, 1), 0);

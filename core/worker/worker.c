@@ -39,14 +39,14 @@
 
 #include "balancer/balancer.h"
 #include "core/child.h"
-#include "core/clients.h"
-#include "core/fdplan.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/net.h"
-#include "core/session.h"
 #include "core/shm.h"
-#include "core/worker.h"
+#include "core/worker/clients.h"
+#include "core/worker/fdplan.h"
+#include "core/worker/session.h"
+#include "core/worker/worker.h"
 
 /* Accepting paused after accept(2) ran out of descriptors or memory. */
 #define WORKER_EMFILE_PAUSE_MS	100

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/notify.h"
+#include "core/master/notify.h"
 
 int
 notify_send(const char *state)

@@ -34,8 +34,8 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/net.h"
-#include "core/session_int.h"
 #include "core/shm.h"
+#include "core/worker/session_int.h"
 
 /* Output queued toward one peer before we stop reading the other. */
 #define RELAY_MAX_OUT		(512 * 1024)

@@ -24,8 +24,8 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
-#include "core/clients.h"
-#include "core/session.h"
+#include "core/worker/clients.h"
+#include "core/worker/session.h"
 #include "smtp/dialog.h"
 
 /* Early client bytes held before the backend's first line (SPEC.md). */

@@ -7,8 +7,8 @@
 
 #include <stdio.h>
 
-#include "core/fdplan.h"
-#include "core/session.h"
+#include "core/worker/fdplan.h"
+#include "core/worker/session.h"
 
 /* What a worker holds besides sessions and pipes: stdio, the epoll set,
  * the signalfd, the master's pipe, syslog, libevent's own, and margin. */

@@ -24,6 +24,11 @@ struct clients_key {
 /* Bytes of one worker's table able to count `per_slot` distinct networks
  * (a worker's session cap is enough: one session adds at most one). */
 size_t clients_table_bytes(unsigned per_slot);
+struct config;
+/* Master, before shm_create(): register the table's size in every worker
+ * slot (one network per session a worker can hold under the descriptor
+ * limit the master raised first). */
+void clients_shm_register(const struct config *cfg);
 /* Worker: the table of the slot it writes (after shm_worker_attach). */
 void clients_attach(void);
 /* Sessions open for `k`, summed over every worker slot. */

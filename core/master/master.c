@@ -46,18 +46,19 @@
 #include <event2/event.h>
 
 #include "core/child.h"
-#include "core/control.h"
-#include "core/fdplan.h"
-#include "core/health.h"
+#include "core/health/health.h"
 #include "core/log.h"
-#include "core/master.h"
+#include "core/master/control.h"
+#include "core/master/master.h"
+#include "core/master/metrics_http.h"
+#include "core/master/notify.h"
 #include "core/metrics.h"
-#include "core/metrics_http.h"
 #include "core/net.h"
-#include "core/notify.h"
 #include "core/runtime.h"
 #include "core/shm.h"
-#include "core/worker.h"
+#include "core/worker/clients.h"
+#include "core/worker/fdplan.h"
+#include "core/worker/worker.h"
 
 /* Room for the errors (and, apart, the warnings) of one reload, as lines. */
 #define RELOAD_ERR_MAX		16384
@@ -1558,6 +1559,7 @@ master_run(struct config *cfg)
 		if (msg[0] != '\0')
 			log_warnx("%s", msg);
 	}
+	clients_shm_register(cfg);
 	shm_create(cfg);
 	err[0] = '\0';
 	m->rt = runtime_new(cfg, 1, NULL, &m->slots, err, sizeof(err));

@@ -10,8 +10,9 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "core/clients.h"
 #include "core/shm.h"
+#include "core/worker/clients.h"
+#include "core/worker/fdplan.h"
 
 /* Reads of one table before a reader gives up on a dead writer. */
 #define CLIENTS_READ_TRIES	10000
@@ -55,6 +56,13 @@ clients_table_bytes(unsigned per_slot)
 		entries *= 2;
 	return sizeof(struct clients_table) +
 	    entries * sizeof(struct clients_entry);
+}
+
+void
+clients_shm_register(const struct config *cfg)
+{
+	shm_slot_register_fixed(SHM_SLOT_CLIENTS, clients_table_bytes(
+	    fdplan_worker_sessions(fdplan_limit(false), fdplan_binds(cfg))));
 }
 
 void

@@ -22,8 +22,8 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/net.h"
-#include "core/session_int.h"
 #include "core/shm.h"
+#include "core/worker/session_int.h"
 #include "smtp/proxy.h"
 #include "smtp/reply.h"
 

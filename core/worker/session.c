@@ -19,12 +19,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/clients.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/net.h"
-#include "core/session_int.h"
 #include "core/shm.h"
+#include "core/worker/clients.h"
+#include "core/worker/session_int.h"
 
 /* last_error keeps at most this much (several failed attempts). */
 #define SESSION_ERROR_MAX	900

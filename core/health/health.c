@@ -19,12 +19,11 @@
 #include <event2/event.h>
 
 #include "core/child.h"
-#include "core/health.h"
+#include "core/health/health.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/net.h"
 #include "core/shm.h"
-#include "core/worker.h"
 #include "smtp/check.h"
 
 struct hc_server {

@@ -10,7 +10,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "core/session_int.h"
+#include "core/worker/session_int.h"
 
 /* Bytes asked of one splice(2); the pipe bounds what it moves. */
 #define PIPEPOOL_PIPE_SIZE	(256 * 1024)

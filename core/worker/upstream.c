@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/session_int.h"
 #include "core/shm.h"
+#include "core/worker/session_int.h"
 #include "smtp/proxy.h"
 
 /* Leading bytes of a rejected header shown in the log (escaped). */

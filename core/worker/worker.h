@@ -8,9 +8,6 @@
 
 #include "core/runtime.h"
 
-/* Exit status of a child that failed on its configuration: never respawned. */
-#define CHILD_EXIT_CONFIG 78
-
 /*
  * Run a worker in the freshly forked child; never returns. `kick_fd` is an
  * eventfd shared by all workers: a write to it wakes one listening worker,

@@ -31,9 +31,9 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
-#include "core/control.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/master/control.h"
 #include "core/metrics.h"
 #include "core/net.h"
 #include "core/shm.h"

@@ -28,7 +28,7 @@
 
 #include "config/value.h"
 #include "core/log.h"
-#include "core/metrics_http.h"
+#include "core/master/metrics_http.h"
 #include "core/net.h"
 #include "core/prom.h"
 

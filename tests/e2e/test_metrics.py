@@ -392,7 +392,10 @@ class MetricsTest(h.ControlClient, unittest.TestCase):
               % ((len(text), len(promlab.samples(text)), cpu * 1000,
                   wall * 1000) + best(alone) + best(scraped)),
               file=sys.stderr)
-        self.assertLess(cpu * 1000, 5.0)
+        # 5 ms of the master's CPU a scrape; sanitizer builds run the same
+        # code 2-3 times slower (CI measured 5.3 ms under ASan).
+        budget = 15.0 if os.environ.get('SMTPFRONT_SANITIZED') == '1' else 5.0
+        self.assertLess(cpu * 1000, budget)
         # A scrape is the master's work alone: the workers' cost per
         # session does not move (ticks are 10 ms: a loose bound).
         self.assertLess(best(scraped)[1], 1.3 * best(alone)[1] + 0.02)

@@ -15,6 +15,7 @@ import time
 import unittest
 
 import postfixlab
+import sfharness
 from postfixlab import (PostfixLab, logs_on_failure, postfix_available,
 	send_test_mail)
 
@@ -169,4 +170,4 @@ class PostfixRelay(unittest.TestCase):
 
 
 if __name__ == '__main__':
-	postfixlab.run_tests()
+	sfharness.main()

@@ -3,11 +3,13 @@
  * dialog: the SMTP dialog as a relay sees it go by, for the session's
  * verdict on how it ended. Commands are queued as they are sent and taken
  * off by final reply lines; only the verbs that change the framing (DATA,
- * BDAT, STARTTLS) or the meaning of an ending (QUIT) are told apart.
+ * BDAT, STARTTLS) or the meaning of an ending (QUIT) are told apart. A
+ * command line is parsed byte by byte while it may still be one of those
+ * and skipped to its LF once it cannot, so its length does not matter and
+ * none of it is kept. Line ends are what Postfix takes (see dialog_blank).
  */
 #include <ctype.h>
 #include <string.h>
-#include <strings.h>
 
 #include "smtp/dialog.h"
 
@@ -21,6 +23,10 @@ enum dialog_cmd {
 	DIALOG_CMD_STARTTLS,
 	DIALOG_CMD_QUIT,
 };				/* 4 bits each in struct dialog.pending */
+_Static_assert(DIALOG_CMD_QUIT <= 0xf, "a command kind is 4 bits");
+_Static_assert(DIALOG_PENDING_MAX % 2 == 0 && DIALOG_PENDING_MAX < 256,
+    "the ring's counters are bytes");
+_Static_assert(DIALOG_REPLY_MAX + 1 < 256, "sline_len is a byte");
 
 /* Body end scanner positions (struct dialog.body_at). */
 #define BODY_MID	0

@@ -688,6 +688,8 @@ shm_health_publish(unsigned server, const struct shm_health_snapshot *s)
 	__atomic_store_n(&r->seq, r->seq + 1, __ATOMIC_RELAXED);
 }
 
+void (*shm_health_read_hook)(unsigned server);
+
 bool
 shm_health_read(unsigned server, struct shm_health_snapshot *out)
 {
@@ -704,6 +706,8 @@ shm_health_read(unsigned server, struct shm_health_snapshot *out)
 			continue;
 		}
 		tmp.state = (enum shm_health)r->state;
+		if (shm_health_read_hook != NULL)
+			shm_health_read_hook(server);
 		tmp.checks = r->checks;
 		tmp.check_ms = r->check_ms;
 		tmp.last_check_us = r->last_check_us;

@@ -174,6 +174,9 @@ enum shm_health shm_health_state(unsigned server);
 void shm_health_write_begin(unsigned server);
 void shm_health_write_fields(unsigned server,
     const struct shm_health_snapshot *s);
+/* Tests only (NULL otherwise): called by shm_health_read() in the middle
+ * of its copy of a record, for a test that plays a writer starting then. */
+extern void (*shm_health_read_hook)(unsigned server);
 
 /* Admin state: written by the master. */
 void shm_admin_set(unsigned server, enum shm_admin a);

@@ -1,7 +1,7 @@
 #!/bin/sh
-# Fuzz the PROXY decoder, the config loader and the SMTP reply parser with
-# libFuzzer, each for a bounded time, and fail on any crash, leak, timeout
-# or sanitizer report.
+# Fuzz the PROXY decoder, the config loader, the SMTP reply parser and the
+# dialog follower with libFuzzer, each for a bounded time, and fail on any
+# crash, leak, timeout or sanitizer report.
 #
 # How it builds: Debian's clang 14 (with libclang-rt-14-dev for libFuzzer)
 # in its own meson build dir, FUZZ_DIR (build-fuzz/). meson compiles the
@@ -12,7 +12,7 @@
 # the normal builds stay gcc-only. tests/meson.build separately runs the same
 # harnesses once over their seed corpora with gcc (tests fuzz_*_corpus).
 #
-# Usage: scripts/fuzz.sh [TARGET...]    TARGET: proxy config reply (default all)
+# Usage: scripts/fuzz.sh [TARGET...]    TARGET: proxy config reply dialog (default all)
 #   FUZZ_TIME=30       seconds per target (-max_total_time)
 #   FUZZ_RUNS=N        run N inputs per target instead of for a time
 #   FUZZ_DIR=build-fuzz
@@ -26,7 +26,7 @@ time=${FUZZ_TIME:-30}
 runs=${FUZZ_RUNS:-}
 dir=${FUZZ_DIR:-build-fuzz}
 case $dir in /*) ;; *) dir="./$dir" ;; esac
-targets=${*:-proxy config reply}
+targets=${*:-proxy config reply dialog}
 
 ./scripts/deps.sh build
 missing=""
@@ -56,9 +56,9 @@ ninja -C "$dir" smtp/libsf_smtp.a config/libsf_config.a >/dev/null
 
 for name in $targets; do
 	case $name in
-	proxy|reply) libs="$dir/smtp/libsf_smtp.a" ;;
+	proxy|reply|dialog) libs="$dir/smtp/libsf_smtp.a" ;;
 	config)	libs="$dir/config/libsf_config.a $(pkg-config --libs yaml-0.1)" ;;
-	*)	echo "fuzz: unknown target $name (proxy, config, reply)" >&2
+	*)	echo "fuzz: unknown target $name (proxy, config, reply, dialog)" >&2
 		exit 2 ;;
 	esac
 	# shellcheck disable=SC2086
@@ -85,6 +85,7 @@ for name in $targets; do
 	proxy)	max_len=1024 ;;
 	reply)	max_len=2048 ;;
 	config)	max_len=4096 ;;
+	dialog)	max_len=4096 ;;
 	esac
 	rc=0
 	# shellcheck disable=SC2086

@@ -3,11 +3,13 @@
  * dialog: the SMTP dialog as a relay sees it go by, for the session's
  * verdict on how it ended. Commands are queued as they are sent and taken
  * off by final reply lines; only the verbs that change the framing (DATA,
- * BDAT, STARTTLS) or the meaning of an ending (QUIT) are told apart.
+ * BDAT, STARTTLS) or the meaning of an ending (QUIT) are told apart. A
+ * command line is parsed byte by byte while it may still be one of those
+ * and skipped to its LF once it cannot, so its length does not matter and
+ * none of it is kept. Line ends are what Postfix takes (see dialog_blank).
  */
 #include <ctype.h>
 #include <string.h>
-#include <strings.h>
 
 #include "smtp/dialog.h"
 
@@ -20,7 +22,11 @@ enum dialog_cmd {
 	DIALOG_CMD_BDAT_LAST,
 	DIALOG_CMD_STARTTLS,
 	DIALOG_CMD_QUIT,
-};
+};				/* 4 bits each in struct dialog.pending */
+_Static_assert(DIALOG_CMD_QUIT <= 0xf, "a command kind is 4 bits");
+_Static_assert(DIALOG_PENDING_MAX % 2 == 0 && DIALOG_PENDING_MAX < 256,
+    "the ring's counters are bytes");
+_Static_assert(DIALOG_REPLY_MAX + 1 < 256, "sline_len is a byte");
 
 /* Body end scanner positions (struct dialog.body_at). */
 #define BODY_MID	0
@@ -28,16 +34,54 @@ enum dialog_cmd {
 #define BODY_DOT	2
 #define BODY_DOTCR	3
 
+/*
+ * The command line parser (struct dialog.cmd_at): where in the line it
+ * stands. A line is "[blanks] VERB [blanks ARGS] LF"; only DATA (no
+ * arguments), BDAT <size> [LAST], STARTTLS and QUIT matter, anything else
+ * is skipped to its LF with memchr, so lines of any length cost nothing.
+ */
+enum dialog_cmd_at {
+	CMD_START,	/* nothing of this line yet */
+	CMD_LEAD,	/* blanks before the verb */
+	CMD_VERB,	/* in the verb: cmd_kind = the verbs still possible */
+	CMD_SIZE0,	/* BDAT, blanks before the size */
+	CMD_SIZE,	/* in the size (chunk_left accumulates it) */
+	CMD_LAST0,	/* blanks after the size */
+	CMD_LAST,	/* in the word after the size: cmd_pos bytes of LAST */
+	CMD_TAIL,	/* only blanks may follow: cmd_kind says what it is */
+	CMD_SKIP,	/* the rest does not matter: cmd_kind says what it is */
+};
+
+/* The verbs told apart, by bit in cmd_kind while in CMD_VERB. */
+static const struct {
+	const char *name;
+	uint8_t len;
+} dialog_verbs[] = {
+	{ "DATA", 4 }, { "BDAT", 4 }, { "STARTTLS", 8 }, { "QUIT", 4 },
+};
+#define VERB_DATA	0x1
+#define VERB_BDAT	0x2
+#define VERB_STARTTLS	0x4
+#define VERB_QUIT	0x8
+#define VERB_ALL	0xf
+
+#define BDAT_SIZE_MAX	INT64_MAX	/* Postfix takes it as an off_t */
+
 static void
 dialog_push(struct dialog *d, enum dialog_cmd c)
 {
+	unsigned at, shift;
+
 	/* Once the ring overflowed, later commands are only counted (as
 	 * "other") until it drained, so replies still match in order. */
 	if (d->nlost > 0 || d->nstored == DIALOG_PENDING_MAX) {
 		d->nlost++;
 		return;
 	}
-	d->pending[(d->head + d->nstored) % DIALOG_PENDING_MAX] = (uint8_t)c;
+	at = (d->head + d->nstored) % DIALOG_PENDING_MAX;
+	shift = (at & 1) * 4;
+	d->pending[at / 2] = (uint8_t)((d->pending[at / 2] & ~(0xfu << shift)) |
+	    ((unsigned)c << shift));
 	d->nstored++;
 }
 
@@ -51,7 +95,8 @@ dialog_pop(struct dialog *d)
 			d->nlost--;
 		return DIALOG_CMD_OTHER;
 	}
-	c = (enum dialog_cmd)d->pending[d->head];
+	c = (enum dialog_cmd)((d->pending[d->head / 2] >>
+	    ((d->head & 1) * 4)) & 0xf);
 	d->head = (d->head + 1) % DIALOG_PENDING_MAX;
 	d->nstored--;
 	return c;
@@ -71,53 +116,169 @@ dialog_init(struct dialog *d, bool opaque)
 	dialog_push(d, DIALOG_CMD_GREETING);
 }
 
+/*
+ * Line ends as Postfix 3.7's smtpd takes them (smtp_get()): a command line
+ * ends at LF, with or without the CR before it (bare LF is accepted:
+ * smtpd_forbid_bare_newline is "no" by default on Debian 12's 3.7.x, and
+ * where it is set the server's reply and close tell us so). A CR elsewhere
+ * is taken as a blank, like the space and tab between words.
+ */
 static bool
-dialog_verb_is(const struct dialog *d, size_t len, const char *verb)
+dialog_blank(unsigned char ch)
 {
-	size_t vl = strlen(verb);
-
-	if (len < vl || strncasecmp(d->verb, verb, vl) != 0)
-		return false;
-	/* The verb alone, or followed by a space or the line end. */
-	return len == vl || d->verb[vl] == ' ' || d->verb[vl] == '\r';
+	return ch == ' ' || ch == '\t' || ch == '\r';
 }
 
-/* "BDAT <size> [LAST]": the chunk size, or -1 when not a valid line. */
-static int
-dialog_parse_bdat(const struct dialog *d, size_t len, uint64_t *size,
-    bool *last)
+static void
+dialog_cmd_decided(struct dialog *d, enum dialog_cmd kind, uint8_t at)
 {
-	size_t i = 5;
-	int digits = 0;
+	d->cmd_kind = (uint8_t)kind;
+	d->cmd_at = at;
+}
 
-	*size = 0;
-	*last = false;
-	while (i < len && d->verb[i] >= '0' && d->verb[i] <= '9') {
-		if (++digits > 12)
-			return -1;
-		*size = *size * 10 + (uint64_t)(d->verb[i] - '0');
-		i++;
+/* The verb ended (a blank or the LF) after cmd_pos bytes. */
+static void
+dialog_verb_done(struct dialog *d)
+{
+	unsigned match = 0;
+
+	for (unsigned i = 0; i < sizeof(dialog_verbs) / sizeof(dialog_verbs[0]);
+	    i++)
+		if ((d->cmd_kind & (1u << i)) && dialog_verbs[i].len ==
+		    d->cmd_pos)
+			match = 1u << i;
+	switch (match) {
+	case VERB_DATA:
+		/* "DATA" takes no argument (Postfix: 501 Syntax: DATA). */
+		dialog_cmd_decided(d, DIALOG_CMD_DATA, CMD_TAIL);
+		break;
+	case VERB_BDAT:
+		d->cmd_at = CMD_SIZE0;
+		break;
+	case VERB_STARTTLS:
+		/* Its reply decides (220 or not), whatever follows. */
+		dialog_cmd_decided(d, DIALOG_CMD_STARTTLS, CMD_SKIP);
+		break;
+	case VERB_QUIT:
+		dialog_cmd_decided(d, DIALOG_CMD_QUIT, CMD_SKIP);
+		break;
+	default:
+		dialog_cmd_decided(d, DIALOG_CMD_OTHER, CMD_SKIP);
+		break;
 	}
-	if (digits == 0)
-		return -1;
-	while (i < len && d->verb[i] == ' ')
-		i++;
-	if (i + 4 <= len && strncasecmp(d->verb + i, "LAST", 4) == 0)
-		*last = true;
-	return 0;
 }
 
-/* A whole command line went by (its first bytes are in d->verb). */
+/* One byte of a command line, not its LF. */
+static void
+dialog_cmd_byte(struct dialog *d, unsigned char ch)
+{
+	bool blank = dialog_blank(ch);
+	unsigned up = (unsigned)toupper(ch);
+
+	switch (d->cmd_at) {
+	case CMD_START:
+	case CMD_LEAD:
+		if (blank) {
+			d->cmd_at = CMD_LEAD;
+			return;
+		}
+		d->cmd_at = CMD_VERB;
+		d->cmd_kind = VERB_ALL;
+		d->cmd_pos = 0;
+		/* FALLTHROUGH */
+	case CMD_VERB:
+		if (blank) {
+			dialog_verb_done(d);
+			return;
+		}
+		for (unsigned i = 0; i < sizeof(dialog_verbs) /
+		    sizeof(dialog_verbs[0]); i++)
+			if (d->cmd_pos >= dialog_verbs[i].len ||
+			    (unsigned char)dialog_verbs[i].name[d->cmd_pos] != up)
+				d->cmd_kind &= (uint8_t)~(1u << i);
+		d->cmd_pos++;
+		if (d->cmd_kind == 0)
+			dialog_cmd_decided(d, DIALOG_CMD_OTHER, CMD_SKIP);
+		return;
+	case CMD_SIZE0:
+		if (blank)
+			return;
+		d->chunk_left = 0;
+		d->cmd_at = CMD_SIZE;
+		/* FALLTHROUGH */
+	case CMD_SIZE:
+		if (blank) {
+			d->cmd_at = CMD_LAST0;
+			return;
+		}
+		/* Digits only, and no more than an off_t holds: otherwise
+		 * Postfix answers 501 and reads no chunk. */
+		if (ch < '0' || ch > '9' || d->chunk_left >
+		    (BDAT_SIZE_MAX - (uint64_t)(ch - '0')) / 10) {
+			dialog_cmd_decided(d, DIALOG_CMD_OTHER, CMD_SKIP);
+			return;
+		}
+		d->chunk_left = d->chunk_left * 10 + (uint64_t)(ch - '0');
+		return;
+	case CMD_LAST0:
+		if (blank)
+			return;
+		d->cmd_at = CMD_LAST;
+		d->cmd_pos = 0;
+		/* FALLTHROUGH */
+	case CMD_LAST:
+		if (blank) {
+			if (d->cmd_pos == 4)
+				dialog_cmd_decided(d, DIALOG_CMD_BDAT_LAST,
+				    CMD_TAIL);
+			else
+				dialog_cmd_decided(d, DIALOG_CMD_OTHER,
+				    CMD_SKIP);
+			return;
+		}
+		if (d->cmd_pos < 4 && up == (unsigned)"LAST"[d->cmd_pos])
+			d->cmd_pos++;
+		else
+			dialog_cmd_decided(d, DIALOG_CMD_OTHER, CMD_SKIP);
+		return;
+	case CMD_TAIL:
+		if (!blank)
+			dialog_cmd_decided(d, DIALOG_CMD_OTHER, CMD_SKIP);
+		return;
+	default:
+		return;
+	}
+}
+
+/* The LF of a command line: what the line was, and what follows it. */
 static void
 dialog_command(struct dialog *d)
 {
-	size_t len = d->cline_len < DIALOG_VERB_MAX ? d->cline_len :
-	    DIALOG_VERB_MAX;
-	uint64_t size;
-	bool last;
+	enum dialog_cmd kind = DIALOG_CMD_OTHER;
+	uint64_t size = d->chunk_left;
 
-	d->cline_len = 0;
-	if (dialog_verb_is(d, len, "DATA")) {
+	if (d->cmd_at == CMD_VERB)
+		dialog_verb_done(d);
+	switch (d->cmd_at) {
+	case CMD_SIZE:
+	case CMD_LAST0:
+		kind = DIALOG_CMD_BDAT;
+		break;
+	case CMD_LAST:
+		if (d->cmd_pos == 4)
+			kind = DIALOG_CMD_BDAT_LAST;
+		break;
+	case CMD_TAIL:
+	case CMD_SKIP:
+		kind = (enum dialog_cmd)d->cmd_kind;
+		break;
+	default:
+		break;		/* an empty line, or BDAT without a size */
+	}
+	d->cmd_at = CMD_START;
+	d->chunk_left = 0;
+	switch (kind) {
+	case DIALOG_CMD_DATA:
 		dialog_push(d, DIALOG_CMD_DATA);
 		/* The client must wait for 354; what it sends next is the
 		 * body unless the server refuses (then we go back). */
@@ -125,30 +286,54 @@ dialog_command(struct dialog *d)
 		d->body_at = BODY_BOL;
 		d->body_blind = false;
 		return;
-	}
-	if (len > 5 && strncasecmp(d->verb, "BDAT ", 5) == 0 &&
-	    dialog_parse_bdat(d, len, &size, &last) == 0) {
-		dialog_push(d, last ? DIALOG_CMD_BDAT_LAST : DIALOG_CMD_BDAT);
+	case DIALOG_CMD_BDAT:
+	case DIALOG_CMD_BDAT_LAST:
+		/* Postfix reads the chunk even when it refuses it. */
+		dialog_push(d, kind);
 		d->message_open = true;
 		if (size > 0) {
 			d->chunk_left = size;
 			d->cstate = DIALOG_C_CHUNK;
 		}
 		return;
-	}
-	if (dialog_verb_is(d, len, "STARTTLS")) {
-		dialog_push(d, DIALOG_CMD_STARTTLS);
-		return;
-	}
-	if (dialog_verb_is(d, len, "QUIT")) {
+	case DIALOG_CMD_QUIT:
 		d->quit_sent = true;
 		dialog_push(d, DIALOG_CMD_QUIT);
 		return;
+	default:
+		dialog_push(d, kind);
+		return;
 	}
-	dialog_push(d, DIALOG_CMD_OTHER);
 }
 
-/* Scan a DATA body for "." alone on a line; returns the bytes used. */
+/* Command bytes: parsed as they come, up to and with the first LF;
+ * returns the bytes used. */
+static size_t
+dialog_command_bytes(struct dialog *d, const char *p, size_t n)
+{
+	const char *lf;
+
+	for (size_t i = 0; i < n; i++) {
+		if (d->cmd_at == CMD_SKIP) {
+			lf = memchr(p + i, '\n', n - i);
+			if (lf == NULL)
+				return n;
+			i = (size_t)(lf - p);
+		}
+		if (p[i] == '\n') {
+			dialog_command(d);
+			return i + 1;
+		}
+		dialog_cmd_byte(d, (unsigned char)p[i]);
+	}
+	return n;
+}
+
+/* Scan a DATA body for "." alone on a line; returns the bytes used. The
+ * end is "." then LF, with or without a CR before the LF, at the start of
+ * a line begun by LF (CR LF or bare): Postfix 3.7's smtpd reads the body
+ * with smtp_get() too and so ends it there (with smtpd_forbid_bare_newline
+ * set it would refuse the message instead, and its reply tells). */
 static size_t
 dialog_body(struct dialog *d, const char *p, size_t n)
 {
@@ -187,14 +372,13 @@ dialog_body(struct dialog *d, const char *p, size_t n)
 end:
 	dialog_push(d, DIALOG_CMD_DOT);
 	d->cstate = DIALOG_C_COMMAND;
-	d->cline_len = 0;
+	d->cmd_at = CMD_START;
 	return i + 1;
 }
 
 void
 dialog_client(struct dialog *d, const char *p, size_t n)
 {
-	const char *lf;
 	size_t take;
 
 	while (n > 0) {
@@ -211,17 +395,7 @@ dialog_client(struct dialog *d, const char *p, size_t n)
 			take = dialog_body(d, p, n);
 			break;
 		default:
-			lf = memchr(p, '\n', n);
-			take = lf != NULL ? (size_t)(lf - p) + 1 : n;
-			if (d->cline_len < DIALOG_VERB_MAX) {
-				size_t room = DIALOG_VERB_MAX - d->cline_len;
-
-				memcpy(d->verb + d->cline_len, p,
-				    take < room ? take : room);
-			}
-			d->cline_len += take;
-			if (lf != NULL)
-				dialog_command(d);
+			take = dialog_command_bytes(d, p, n);
 			break;
 		}
 		p += take;
@@ -241,7 +415,7 @@ dialog_client_unseen(struct dialog *d, uint64_t n)
 		/* What followed the chunk is unknown: assume a clean start. */
 		d->chunk_left = 0;
 		d->cstate = DIALOG_C_COMMAND;
-		d->cline_len = 0;
+		d->cmd_at = CMD_START;
 		return;
 	case DIALOG_C_BODY:
 		/* The end line may be in there: the server's reply to it
@@ -250,7 +424,8 @@ dialog_client_unseen(struct dialog *d, uint64_t n)
 		d->body_at = BODY_MID;
 		return;
 	case DIALOG_C_COMMAND:
-		d->cline_len = 0;
+		d->cmd_at = CMD_START;
+		d->chunk_left = 0;
 		return;
 	default:
 		return;
@@ -269,7 +444,7 @@ dialog_reply(struct dialog *d, int code)
 		 * (its "." went by unseen), or the server speaking up. */
 		if (in_body && d->message_open) {
 			d->cstate = DIALOG_C_COMMAND;
-			d->cline_len = 0;
+			d->cmd_at = CMD_START;
 			d->message_open = false;
 		}
 		if (code == 221)
@@ -283,7 +458,7 @@ dialog_reply(struct dialog *d, int code)
 			d->message_open = true;
 		} else if (in_body) {
 			d->cstate = DIALOG_C_COMMAND;
-			d->cline_len = 0;
+			d->cmd_at = CMD_START;
 		}
 		break;
 	case DIALOG_CMD_DOT:
@@ -332,7 +507,7 @@ void
 dialog_server(struct dialog *d, const char *p, size_t n)
 {
 	const char *lf;
-	size_t take, keep;
+	size_t take, keep, total;
 
 	if (d->cstate == DIALOG_C_OPAQUE)
 		return;
@@ -350,7 +525,11 @@ dialog_server(struct dialog *d, const char *p, size_t n)
 				    (unsigned char)p[i] < 0x20 ? ' ' : p[i];
 			d->sline[d->sline_len + keep] = '\0';
 		}
-		d->sline_len += take;
+		/* Counted up to one past the cap: enough to tell a line
+		 * that was cut. */
+		total = d->sline_len + take;
+		d->sline_len = (uint8_t)(total > DIALOG_REPLY_MAX ?
+		    DIALOG_REPLY_MAX + 1 : total);
 		if (lf != NULL)
 			dialog_server_line(d);
 		/* STARTTLS: what follows its 220 is the TLS handshake. */
@@ -392,7 +571,7 @@ dialog_opaque(const struct dialog *d)
 bool
 dialog_quiet(const struct dialog *d)
 {
-	return d->cstate == DIALOG_C_COMMAND && d->cline_len == 0 &&
+	return d->cstate == DIALOG_C_COMMAND && d->cmd_at == CMD_START &&
 	    !d->message_open && (dialog_npending(d) == 0 || d->quit_sent);
 }
 

@@ -19,7 +19,6 @@
 
 #define DIALOG_PENDING_MAX	32	/* commands remembered in flight */
 #define DIALOG_REPLY_MAX	120	/* text kept of the last reply line */
-#define DIALOG_VERB_MAX		16	/* bytes of a command line looked at */
 
 enum dialog_client_state {
 	DIALOG_C_COMMAND,	/* command lines */
@@ -28,25 +27,34 @@ enum dialog_client_state {
 	DIALOG_C_OPAQUE,	/* after STARTTLS (or implicit TLS): not SMTP */
 };
 
+/*
+ * One sits in every session, so it is kept small: a command line is parsed
+ * as it goes by (nothing of it is stored but what it turned out to be and,
+ * for BDAT, the size), the commands in flight are 4-bit kinds.
+ */
 struct dialog {
+	uint64_t chunk_left;		/* BDAT bytes still to come (while a
+					 * BDAT line is parsed: its size) */
+	uint32_t nlost;			/* commands past the ring's size */
 	/* client -> server */
 	uint8_t cstate;			/* enum dialog_client_state */
 	uint8_t body_at;		/* body end scanner: 0 mid-line, 1 BOL,
 					 * 2 "." at BOL, 3 ".\r" at BOL */
-	bool body_blind;		/* body bytes went by unseen */
-	size_t cline_len;		/* bytes of the command line so far */
-	char verb[DIALOG_VERB_MAX];	/* its first bytes */
-	uint64_t chunk_left;		/* BDAT bytes still to come */
-	/* commands awaiting a reply, oldest first */
-	uint8_t pending[DIALOG_PENDING_MAX];
-	unsigned nstored;		/* in the ring, from `head` */
-	unsigned nlost;			/* newer ones past the ring's size */
-	unsigned head;
-	bool message_open;		/* between 354/first BDAT and the end */
-	bool quit_sent;
-	bool goodbye;			/* a final 221 was relayed */
+	uint8_t cmd_at;			/* command line parser: where it is */
+	uint8_t cmd_pos;		/* bytes of the current word */
+	uint8_t cmd_kind;		/* verbs still possible, then what the
+					 * line is */
+	/* commands awaiting a reply, oldest first: kinds, two a byte */
+	uint8_t head;
+	uint8_t nstored;		/* in the ring, from `head` */
+	uint8_t sline_len;		/* bytes of the reply line so far,
+					 * DIALOG_REPLY_MAX + 1 at most */
+	bool body_blind : 1;		/* body bytes went by unseen */
+	bool message_open : 1;		/* between 354/first BDAT and the end */
+	bool quit_sent : 1;
+	bool goodbye : 1;		/* a final 221 was relayed */
+	uint8_t pending[DIALOG_PENDING_MAX / 2];
 	/* server -> client */
-	size_t sline_len;		/* bytes of the reply line so far */
 	char sline[DIALOG_REPLY_MAX + 1];	/* the newest line, whole or
 					 * not yet: what the server said last */
 };

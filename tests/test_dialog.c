@@ -6,6 +6,7 @@
  * time, and what the dialog then says about how the session stood.
  */
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -137,6 +138,99 @@ static const struct vec vecs[] = {
 	{ "a reply line's control bytes are blanked", false,
 	  { S("220 a\x01" "b\r\n") },
 	  { false, true, false, false, true, false, "220 a b" } },
+	/* Verbs and arguments past the old 16-byte view of a line. */
+	{ "BDAT 1048576 LAST, chunk spliced, 250: the message is done", false,
+	  { GREET, C("BDAT 1048576 LAST\r\n"), U(1048576),
+	    S("250 2.0.0 Ok: 1048576 bytes queued\r\n") },
+	  { false, true, false, false, true, false,
+	    "250 2.0.0 Ok: 1048576 bytes queued" } },
+	{ "BDAT 1048576 LAST, chunk spliced, not yet answered", false,
+	  { GREET, C("BDAT 1048576 LAST\r\n"), U(1048576) },
+	  { false, false, true, false, true, false, "220 mx.test ESMTP" } },
+	{ "BDAT 1048576 then BDAT 3 LAST, both seen", false,
+	  { GREET, C("BDAT 1048576\r\n"), U(1000000), U(48576),
+	    C("BDAT 3 LAST\r\nabc"), S("250 Ok chunk\r\n"),
+	    S("250 Ok queued\r\n") },
+	  { false, true, false, false, true, false, "250 Ok queued" } },
+	{ "BDAT with a long size and many blanks", false,
+	  { GREET, C("bdat \t 00000000000000000000000000000000000000000003"
+	    "       \t   last   \r\nxyz"), S("250 Ok queued\r\n") },
+	  { false, true, false, false, true, false, "250 Ok queued" } },
+	{ "BDAT 5 X is not a chunk (Postfix: 501): commands follow", false,
+	  { GREET, C("BDAT 5 X\r\nMAIL FROM:<a@b>\r\n"),
+	    S("501 5.5.4 Syntax: BDAT count [LAST]\r\n250 2.1.0 Ok\r\n") },
+	  { false, true, false, false, true, false, "250 2.1.0 Ok" } },
+	{ "BDAT 5 LASTX is not a chunk", false,
+	  { GREET, C("BDAT 5 LASTX\r\nNOOP\r\n"), S("501 Syntax\r\n"),
+	    S("250 Ok\r\n") },
+	  { false, true, false, false, true, false, "250 Ok" } },
+	{ "BDAT without a size, or not digits, is not a chunk", false,
+	  { GREET, C("BDAT\r\nBDAT  \r\nBDAT x1\r\nBDAT 1x\r\n"),
+	    S("501 a\r\n501 b\r\n501 c\r\n501 d\r\n") },
+	  { false, true, false, false, true, false, "501 d" } },
+	{ "BDAT size past an off_t is not a chunk", false,
+	  { GREET, C("BDAT 9223372036854775808 LAST\r\nNOOP\r\n"),
+	    S("501 Syntax\r\n250 Ok\r\n") },
+	  { false, true, false, false, true, false, "250 Ok" } },
+	{ "BDAT size at an off_t's limit is a chunk", false,
+	  { GREET, C("BDAT 9223372036854775807 LAST\r\n"), C("abc") },
+	  { false, false, true, false, true, true, "220 mx.test ESMTP" } },
+	{ "BDAT 0 LAST: no chunk, open until answered", false,
+	  { GREET, C("BDAT 0 LAST\r\n") },
+	  { false, false, true, false, true, false, "220 mx.test ESMTP" } },
+	{ "DATA with an argument is no DATA (Postfix: 501)", false,
+	  { GREET, C("DATA x\r\nNOOP\r\n"), S("501 5.5.4 Syntax: DATA\r\n"),
+	    S("250 Ok\r\n") },
+	  { false, true, false, false, true, false, "250 Ok" } },
+	{ "DATAX, QUITTING, STARTTLSX are other verbs", false,
+	  { GREET, C("DATAX\r\nQUITTING\r\nSTARTTLSX\r\n"),
+	    S("502 a\r\n502 b\r\n"), S("220 not for STARTTLS\r\n") },
+	  { false, true, false, false, true, false, "220 not for STARTTLS" } },
+	{ "blanks around DATA, lower case", false,
+	  { GREET, C("  \tdata \t \r\n"), S("354 Go\r\n"), C("x\r\n") },
+	  { false, false, true, false, true, true, "354 Go" } },
+	{ "a long MAIL line, then DATA", false,
+	  { GREET, C("MAIL FROM:<aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	    "@b> SIZE=1000 BODY=8BITMIME\r\nDATA\r\n"),
+	    S("250 Ok\r\n354 Go\r\n") },
+	  { false, false, true, false, true, true, "354 Go" } },
+	{ "an empty line is a command (Postfix: 500)", false,
+	  { GREET, C("\r\n"), S("500 5.5.2 Error: bad syntax\r\n") },
+	  { false, true, false, false, true, false,
+	    "500 5.5.2 Error: bad syntax" } },
+	/* Bare LF ends a command line and a body line, as in Postfix 3.7. */
+	{ "bare LF: pipelined MAIL RCPT DATA, 354, body, end", false,
+	  { GREET, C("EHLO c\nMAIL FROM:<a@b>\nRCPT TO:<c@d>\nDATA\n"),
+	    S("250 mx\r\n250 Ok\r\n250 Ok\r\n354 Go\r\n"),
+	    C("Subject: x\n\nhi\n..dot\n.\n"), S("250 Ok: queued\r\n") },
+	  { false, true, false, false, true, false, "250 Ok: queued" } },
+	{ "bare LF DATA: the body is a body", false,
+	  { GREET, C("DATA\n"), S("354 Go\r\n"), C("QUIT\n") },
+	  { false, false, true, false, true, true, "354 Go" } },
+	{ "bare LF DATA, body end with CR LF", false,
+	  { GREET, C("DATA\n"), S("354 Go\r\n"), C("a\r\n.\r\n"),
+	    S("250 Ok\r\n") },
+	  { false, true, false, false, true, false, "250 Ok" } },
+	{ "bare LF: \".\" then CR CR LF does not end the body", false,
+	  { GREET, C("DATA\n"), S("354 Go\r\n"), C("a\n.\r\r\n") },
+	  { false, false, true, false, true, true, "354 Go" } },
+	{ "bare LF DATA spliced body, the server's reply ends it", false,
+	  { GREET, C("DATA\n"), S("354 Go\r\n"), U(200000),
+	    S("250 Ok\r\n") },
+	  { false, true, false, false, true, false, "250 Ok" } },
+	{ "bare LF BDAT LAST", false,
+	  { GREET, C("BDAT 3 LAST\nxyz"), S("250 Ok\r\n") },
+	  { false, true, false, false, true, false, "250 Ok" } },
+	{ "bare LF QUIT and 221", false,
+	  { GREET, C("QUIT\n"), S("221 Bye\r\n") },
+	  { true, true, false, false, true, false, "221 Bye" } },
+	{ "bare LF STARTTLS", false,
+	  { GREET, C("STARTTLS\n"), S("220 Ready\r\n"), C("\x16\x03") },
+	  { false, false, false, true, true, true, "220 Ready" } },
+	{ "a CR inside a line is a blank, the LF ends it", false,
+	  { GREET, C("DATA\r \r\n"), S("354 Go\r\n") },
+	  { false, false, true, false, true, true, "354 Go" } },
 };
 
 static struct dialog d;
@@ -251,6 +345,82 @@ START_TEST(test_long_lines)
 }
 END_TEST
 
+/* Lines far past any buffer: a verb and its arguments are parsed as they
+ * pass, whatever their length. */
+START_TEST(test_long_commands)
+{
+	static char line[20000];
+	size_t n;
+
+	/* BDAT, 10,000 zeros, the size, 5,000 blanks, LAST. */
+	dialog_init(&d, false);
+	dialog_server(&d, "220 x\r\n", 7);
+	n = (size_t)snprintf(line, sizeof(line), "BDAT ");
+	memset(line + n, '0', 10000);
+	n += 10000;
+	n += (size_t)snprintf(line + n, sizeof(line) - n, "4");
+	memset(line + n, ' ', 5000);
+	n += 5000;
+	n += (size_t)snprintf(line + n, sizeof(line) - n, "LAST\r\n");
+	dialog_client(&d, line, n);
+	ck_assert(dialog_may_skip(&d, true));	/* in the chunk */
+	dialog_client(&d, "abcd", 4);
+	ck_assert(!dialog_may_skip(&d, true));	/* and past it */
+	ck_assert(dialog_in_message(&d));
+	dialog_server(&d, "250 Ok\r\n", 8);
+	ck_assert(dialog_quiet(&d));
+	ck_assert(!dialog_in_message(&d));
+
+	/* A 15,000-byte RCPT line, cut anywhere, then a DATA. */
+	n = (size_t)snprintf(line, sizeof(line), "RCPT TO:<");
+	memset(line + n, 'r', 15000);
+	n += 15000;
+	n += (size_t)snprintf(line + n, sizeof(line) - n, ">\r\nDATA\r\n");
+	for (size_t cut = 1; cut < n; cut += 1237) {
+		dialog_init(&d, false);
+		dialog_server(&d, "220 x\r\n", 7);
+		dialog_client(&d, line, cut);
+		ck_assert(!dialog_quiet(&d));
+		dialog_client(&d, line + cut, n - cut);
+		dialog_server(&d, "250 Ok\r\n354 Go\r\n", 16);
+		ck_assert(dialog_may_skip(&d, true));
+		ck_assert(dialog_in_message(&d));
+	}
+}
+END_TEST
+
+/* The commands in flight are packed two a byte: every kind at every place
+ * in the ring (and across its wrap) comes back as it went in. */
+START_TEST(test_ring_kinds)
+{
+	dialog_init(&d, false);
+	dialog_server(&d, "220 x\r\n", 7);
+	for (int k = 0; k < DIALOG_PENDING_MAX; k++) {
+		/* k NOOPs, then a BDAT LAST (a kind that ends a message)
+		 * and a STARTTLS refused: k + 2 in flight. */
+		for (int i = 0; i < k && i < DIALOG_PENDING_MAX - 2; i++)
+			dialog_client(&d, "NOOP\r\n", 6);
+		dialog_client(&d, "BDAT 1 LAST\r\nx", 14);
+		dialog_client(&d, "STARTTLS\r\n", 10);
+		ck_assert(dialog_in_message(&d));
+		for (int i = 0; i < k && i < DIALOG_PENDING_MAX - 2; i++) {
+			dialog_server(&d, "250 Ok\r\n", 8);
+			ck_assert_msg(dialog_in_message(&d), "k %d i %d", k, i);
+		}
+		dialog_server(&d, "250 Ok queued\r\n", 15);
+		ck_assert_msg(!dialog_in_message(&d), "k %d", k);
+		ck_assert(!dialog_quiet(&d));
+		dialog_server(&d, "454 4.7.0 TLS not available\r\n", 29);
+		ck_assert_msg(dialog_quiet(&d), "k %d", k);
+		ck_assert(!dialog_opaque(&d));
+	}
+	/* And a STARTTLS accepted after all that. */
+	dialog_client(&d, "NOOP\r\nSTARTTLS\r\n", 16);
+	dialog_server(&d, "250 Ok\r\n220 Go ahead\r\n", 22);
+	ck_assert(dialog_opaque(&d));
+}
+END_TEST
+
 static Suite *
 dialog_suite(void)
 {
@@ -263,6 +433,8 @@ dialog_suite(void)
 	tcase_add_test(tc, test_replies_never_skipped);
 	tcase_add_test(tc, test_deep_pipeline);
 	tcase_add_test(tc, test_long_lines);
+	tcase_add_test(tc, test_long_commands);
+	tcase_add_test(tc, test_ring_kinds);
 	suite_add_tcase(s, tc);
 	return s;
 }

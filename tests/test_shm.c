@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Unit tests for core/shm.c: the health seqlock (a writer killed in the
- * middle of a write, torn reads under a live writer), growth seen by a
+ * middle of a write; a writer stopped halfway before a read and during
+ * one, deterministically; torn reads under a live writer), growth seen by a
  * child forked before it, worker slots (sums, totals that survive a reset,
  * a slot that needs a bigger block) and the size a config needs.
  */
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include <signal.h>
@@ -133,6 +135,155 @@ START_TEST(test_health_killed_writer)
 	shm_health_publish(5, &good);
 	ck_assert(shm_health_read(5, &out));
 	ck_assert(snap_eq(&good, &out));
+}
+END_TEST
+
+/* The torn record a writer leaves when it stops halfway: a reason with no
+ * NUL and a state the record it replaces did not have. */
+static struct shm_health_snapshot
+junk_snap(void)
+{
+	struct shm_health_snapshot junk;
+
+	memset(&junk, 'J', sizeof(junk));
+	junk.state = SHM_HEALTH_DOWN;
+	return junk;
+}
+
+/* What every reader must get while the record cannot be read whole. */
+static void
+assert_fallback(const struct shm_health_snapshot *out)
+{
+	ck_assert_int_eq(out->state, SHM_HEALTH_UNKNOWN);
+	ck_assert_uint_eq(out->checks, 0);
+	ck_assert(out->check_ms == 0 && out->last_check_us == 0);
+	ck_assert_ptr_nonnull(strstr(out->reason, "unreadable"));
+	ck_assert_ptr_null(strchr(out->reason, 'J'));
+}
+
+/* A forked writer that begins a write, fills half of it and is stopped
+ * there (the sequence left odd), until `go` says continue: it then
+ * finishes as a new writer would (recover), and publishes `then`. */
+static pid_t
+stopping_writer(unsigned server, int wait_fd,
+    const struct shm_health_snapshot *then)
+{
+	struct shm_health_snapshot junk = junk_snap();
+	pid_t pid = fork();
+	char c;
+
+	ck_assert_int_ne(pid, -1);
+	if (pid != 0)
+		return pid;
+	/* Never left stopped behind a test that failed. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() == 1)
+		_exit(3);
+	if (wait_fd != -1 && read(wait_fd, &c, 1) != 1)
+		_exit(2);
+	shm_health_write_begin(server);
+	shm_health_write_fields(server, &junk);
+	raise(SIGSTOP);
+	shm_health_recover(server);
+	shm_health_publish(server, then);
+	_exit(0);
+}
+
+static void
+wait_stopped(pid_t pid)
+{
+	int status;
+
+	ck_assert_int_eq(waitpid(pid, &status, WUNTRACED), pid);
+	ck_assert_msg(WIFSTOPPED(status), "writer not stopped: status %#x",
+	    status);
+}
+
+static void
+resume_and_reap(pid_t pid)
+{
+	int status;
+
+	ck_assert_int_eq(kill(pid, SIGCONT), 0);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* Deterministic: the writer is stopped halfway before the reader starts
+ * (sequence odd): every read gives up with the fallback, a copy (reload)
+ * carries the fallback, and once the writer ends its write the record
+ * reads whole again. */
+START_TEST(test_health_stopped_writer)
+{
+	struct shm_health_snapshot a = snap(SHM_HEALTH_UP, "EHLO ok", 4);
+	struct shm_health_snapshot b = snap(SHM_HEALTH_DOWN, "connect: "
+	    "connection refused", 5);
+	struct shm_health_snapshot out;
+	pid_t pid;
+
+	test_shm_create();
+	shm_health_publish(5, &a);
+	pid = stopping_writer(5, -1, &b);
+	wait_stopped(pid);
+	for (int i = 0; i < 3; i++) {
+		memset(&out, 'X', sizeof(out));
+		ck_assert(!shm_health_read(5, &out));
+		assert_fallback(&out);
+	}
+	shm_health_copy(6, 5);
+	ck_assert(shm_health_read(6, &out));
+	ck_assert_int_eq(out.state, SHM_HEALTH_UNKNOWN);
+	ck_assert_ptr_null(strchr(out.reason, 'J'));
+	resume_and_reap(pid);
+	ck_assert(shm_health_read(5, &out));
+	ck_assert(snap_eq(&out, &b));
+}
+END_TEST
+
+static pid_t hook_writer = -1;
+static int hook_go = -1;
+static unsigned hook_calls;
+
+/* The reader has its first field of the record (the sequence was even):
+ * now the writer starts, and stops halfway. */
+static void
+hook_start_writer(unsigned server)
+{
+	(void)server;
+	if (hook_calls++ > 0)
+		return;
+	ck_assert_int_eq(write(hook_go, "x", 1), 1);
+	wait_stopped(hook_writer);
+}
+
+/* Deterministic: the writer starts while the reader is in the middle of
+ * its copy, so the copy is half old, half torn: the reader must see the
+ * sequence moved and give up, never return what it copied. */
+START_TEST(test_health_write_during_read)
+{
+	struct shm_health_snapshot a = snap(SHM_HEALTH_UP, "EHLO ok", 4);
+	struct shm_health_snapshot b = snap(SHM_HEALTH_DOWN, "connect: "
+	    "connection refused", 5);
+	struct shm_health_snapshot out;
+	int go[2];
+
+	test_shm_create();
+	shm_health_publish(7, &a);
+	ck_assert_int_eq(pipe(go), 0);
+	hook_writer = stopping_writer(7, go[0], &b);
+	hook_go = go[1];
+	hook_calls = 0;
+	shm_health_read_hook = hook_start_writer;
+	memset(&out, 'X', sizeof(out));
+	ck_assert(!shm_health_read(7, &out));
+	shm_health_read_hook = NULL;
+	/* Later tries saw the sequence odd and copied nothing. */
+	ck_assert_uint_eq(hook_calls, 1);
+	assert_fallback(&out);
+	resume_and_reap(hook_writer);
+	close(go[0]);
+	close(go[1]);
+	ck_assert(shm_health_read(7, &out));
+	ck_assert(snap_eq(&out, &b));
 }
 END_TEST
 
@@ -330,6 +481,8 @@ shm_suite(void)
 	tc = tcase_create("shm_health");
 	tcase_add_test(tc, test_health_round_trip);
 	tcase_add_test(tc, test_health_killed_writer);
+	tcase_add_test(tc, test_health_stopped_writer);
+	tcase_add_test(tc, test_health_write_during_read);
 	tcase_add_test(tc, test_health_no_torn_reads);
 	tcase_set_timeout(tc, 30);
 	suite_add_tcase(s, tc);

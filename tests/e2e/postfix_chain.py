@@ -24,6 +24,7 @@ import time
 import unittest
 
 import postfixlab
+import sfharness
 from postfixlab import (PostfixLab, have_ipv6_loopback, logs_on_failure,
 	postfix_available, send_test_mail)
 
@@ -240,4 +241,4 @@ def _free_port6():
 
 
 if __name__ == '__main__':
-	postfixlab.run_tests()
+	sfharness.main()

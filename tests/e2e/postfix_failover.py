@@ -19,6 +19,7 @@ import time
 import unittest
 
 import postfixlab
+import sfharness
 from postfixlab import RELAY_DOMAIN, PostfixLab, logs_on_failure, postfix_available
 
 from sfharness import MailLoad, Smtpfront, free_port, make_config
@@ -191,4 +192,4 @@ class PostfixFailover(unittest.TestCase):
 
 
 if __name__ == '__main__':
-	postfixlab.run_tests()
+	sfharness.main()

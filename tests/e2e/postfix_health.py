@@ -19,6 +19,7 @@ import time
 import unittest
 
 import postfixlab
+import sfharness
 from postfixlab import (PostfixLab, logs_on_failure, postfix_available,
 	send_test_mail)
 
@@ -233,4 +234,4 @@ class PostfixHealth(unittest.TestCase):
 
 
 if __name__ == '__main__':
-	postfixlab.run_tests()
+	sfharness.main()

@@ -4,7 +4,8 @@
 One private Postfix (postscreen + postscreen_upstream_proxy_protocol = haproxy) sits
 behind smtpfront; a client bound to 127.0.0.55 sends mail through smtpfront with a
 PROXY v1 and a v2 pool, and Postfix's own log must show 127.0.0.55, never smtpfront's
-127.0.0.1, for those sessions. Needs root (skipped otherwise, exit 77).
+127.0.0.1, for those sessions. Bare-LF and BDAT sessions that end without QUIT
+after the 250 are result=ok. Needs root (skipped otherwise, exit 77).
 """
 
 import os
@@ -15,10 +16,11 @@ import time
 import unittest
 
 import postfixlab
+import sfharness
 from postfixlab import (PostfixLab, logs_on_failure, postfix_available,
 	send_test_mail)
 
-from sfharness import Smtpfront, free_port
+from sfharness import RawSMTP, Smtpfront, free_port
 
 CLIENT = '127.0.0.55'      # allowlisted in postscreen: no teaser, no greet wait
 NEW_CLIENT = '127.0.0.66'  # not allowlisted: sees postscreen's 220- teaser
@@ -129,6 +131,61 @@ class PostfixRelay(unittest.TestCase):
 	def test_v2_real_client_address(self):
 		self._relay_one('v2')
 
+	def _queued_then_hang_up(self, c, reply, mark):
+		"""The message was queued and delivered; the client leaves without QUIT:
+		every command answered, no message open, so smtpfront says ok."""
+		self.assertEqual(reply.code, 250, reply.lines)
+		qid = re.search(r'queued as ([0-9A-Za-z]+)', reply.text)
+		self.assertIsNotNone(qid, reply.lines)
+		c.close()
+		self.lab.wait_log(r'discard\[\d+\]: %s: to=<user@test\.example>.*status=sent'
+			% qid.group(1), 10, mark)
+		s = self.sf.wait_sessions(1, 10, pred=lambda s: s.get('client') ==
+			'[%s]:%d' % (CLIENT, c.local_port))[0]
+		self.assertEqual(s['result'], 'ok', s)
+		return s
+
+	def test_bare_lf_session_and_hang_up(self):
+		"""Bare LF line ends in commands and in a 1 MB body: Postfix 3.7 takes
+		them (smtpd_forbid_bare_newline = no), the body ends at ".\\n", and
+		smtpfront follows it as a body: a hang-up after its 250 is ok."""
+		mark = self.lab.log_mark()
+		with self._explained():
+			self._start_smtpfront('v2')
+			c = RawSMTP('127.0.0.1', self.sf_port, source=CLIENT, timeout=30)
+			self.addCleanup(c.close)
+			self.assertEqual(c.read_reply().code, 220)
+			for cmd, code in ((b'EHLO client.test\n', 250),
+					(b'MAIL FROM:<sender@client.test>\n', 250),
+					(b'RCPT TO:<user@test.example>\n', 250), (b'DATA\n', 354)):
+				c.send(cmd)
+				self.assertEqual(c.read_reply().code, code, cmd)
+			c.send(b'Subject: bare LF\n\n' + (b'b' * 998 + b'\n') * 1000 + b'.\n')
+			self._queued_then_hang_up(c, c.read_reply(), mark)
+			self._assert_no_header_trouble(mark)
+
+	def test_bdat_last_and_hang_up(self):
+		"""BDAT 1048576 LAST with its chunk, Postfix's 250, a hang-up without
+		QUIT: ok."""
+		mark = self.lab.log_mark()
+		with self._explained():
+			self._start_smtpfront('v2')
+			c = RawSMTP('127.0.0.1', self.sf_port, source=CLIENT, timeout=30)
+			self.addCleanup(c.close)
+			self.assertEqual(c.read_reply().code, 220)
+			ehlo = c.cmd('EHLO client.test')
+			self.assertIn('CHUNKING', ehlo.lines)
+			self.assertEqual(c.cmd('MAIL FROM:<sender@client.test>').code, 250)
+			self.assertEqual(c.cmd('RCPT TO:<user@test.example>').code, 250)
+			head = b'Subject: chunked\r\n\r\n'
+			line = b'c' * 998 + b'\r\n'
+			body = head + line * ((1048576 - len(head)) // len(line))
+			body += b'd' * (1048576 - len(body) - 2) + b'\r\n'
+			self.assertEqual(len(body), 1048576)
+			c.send(b'BDAT 1048576 LAST\r\n' + body)
+			self._queued_then_hang_up(c, c.read_reply(), mark)
+			self._assert_no_header_trouble(mark)
+
 	def test_v2_postscreen_teaser_passes_through(self):
 		"""A new client sees postscreen's 220- at once, its 220 after greet_wait."""
 		mark = self.lab.log_mark()
@@ -169,4 +226,4 @@ class PostfixRelay(unittest.TestCase):
 
 
 if __name__ == '__main__':
-	postfixlab.run_tests()
+	sfharness.main()

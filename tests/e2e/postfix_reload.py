@@ -19,6 +19,7 @@ import sys
 import unittest
 
 import postfixlab
+import sfharness
 from postfixlab import RELAY_DOMAIN, PostfixLab, logs_on_failure, postfix_available
 
 from sfharness import (SMTPFRONTCTL_BIN, MailLoad, Smtpfront, free_port,
@@ -130,4 +131,4 @@ class PostfixReload(unittest.TestCase):
 
 
 if __name__ == '__main__':
-	postfixlab.run_tests()
+	sfharness.main()

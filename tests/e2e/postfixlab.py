@@ -463,18 +463,3 @@ def logs_on_failure(fronts, labs):
 			sys.stderr.write('--- postfix %s maillog (tail) ---\n%s\n'
 				% (name, lab.log_text()[-5000:]))
 		raise
-
-
-def run_tests():
-	"""unittest.main for the postfix_*.py tests: exit 1 on failure, 77
-	(meson's SKIP) when every test was skipped (not root), else 0."""
-	import unittest
-	prog = unittest.main(exit=False, verbosity=2)
-	r = prog.result
-	if r.failures or r.errors or r.unexpectedSuccesses:
-		sys.exit(1)
-	if r.testsRun and len(r.skipped) == r.testsRun:
-		for _, why in r.skipped[:1]:
-			print('SKIP:', why)
-		sys.exit(77)  # meson reports SKIP
-	sys.exit(0)

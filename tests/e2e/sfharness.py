@@ -1020,3 +1020,27 @@ def wait_health(sf, server, state=None, timeout=10, since=0):
                                     ev['event'] in ('UP', 'DOWN')):
             return ev
     raise HarnessError('health line matched /%s/ but did not parse' % rx)
+
+
+# ---------------------------------------------------------------- running
+
+def main():
+    """unittest.main for every e2e script (test_*.py, postfix_*.py), with
+    the exit status meson reads: 1 on a failure or an error (or when no
+    test ran at all: a script that tests nothing is broken), 77 (SKIP) when
+    every test was skipped, else 0. unittest's own exit is 0 for a run
+    that skipped everything, which meson shows as OK."""
+    import unittest
+    prog = unittest.main(module='__main__', exit=False, verbosity=2)
+    r = prog.result
+    if not r.wasSuccessful():
+        sys.exit(1)
+    if r.testsRun == 0 and not r.skipped:
+        print('FAIL: no test ran')
+        sys.exit(1)
+    # A class skipped in setUpClass adds a skip without a run.
+    if len(r.skipped) >= r.testsRun:
+        for _, why in r.skipped[:1]:
+            print('SKIP:', why)
+        sys.exit(77)
+    sys.exit(0)

@@ -113,4 +113,4 @@ class ConfigCliTest(unittest.TestCase):
 
 
 if __name__ == '__main__':
-    unittest.main(verbosity=2)
+    h.main()

@@ -10,6 +10,7 @@ server_timeout with memory bounded. Endings use a scripted Python backend
 so each one happens exactly as named."""
 
 import os
+import re
 import shutil
 import socket
 import struct
@@ -258,6 +259,161 @@ class EndingsTest(unittest.TestCase):
             s = self.session_of(sf, c)
             self.assertEqual(s['result'], 'ok', (reset, s))
 
+    # ------------------------------------------------------ framing
+
+    def spliced_during(self, sf, fn):
+        """Run fn() with strace counting the workers' successful splice(2)
+        calls; returns (fn's result, the count), or None for the count when
+        strace cannot attach here."""
+        if not shutil.which('strace'):
+            return fn(), None
+        out = os.path.join(sf.dir, 'strace.out')
+        args = ['strace', '-f', '-e', 'trace=splice', '-o', out]
+        for pid in sf.children():
+            args += ['-p', str(pid)]
+        st = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+        try:
+            attached = 0
+            while attached < len(sf.children()):
+                line = st.stderr.readline()
+                if not line:
+                    return fn(), None  # ptrace not allowed here
+                attached += 'attached' in line
+            result = fn()
+        finally:
+            st.terminate()
+            st.wait(TIMEOUT)
+            st.stderr.close()
+        with open(out) as f:
+            calls = re.findall(r'splice\(.*\) = (\d+)', f.read())
+        return result, sum(1 for n in calls if int(n) > 0)
+
+    def test_bdat_last_then_hang_up_is_ok(self):
+        """BDAT 1048576 LAST (its LAST past the line's 16th byte), the
+        chunk, the 250, then the client hangs up without QUIT: every
+        command was answered and the message is done, so result=ok; the
+        backend got the whole chunk, spliced."""
+        size = 1 << 20
+        chunk = bytes(range(256)) * (size // 256)
+        got = {}
+
+        def script(conn):
+            conn.say('220 script ESMTP\r\n')
+            conn.expect('EHLO')
+            conn.say('250-script\r\n250 CHUNKING\r\n')
+            conn.expect('MAIL')
+            conn.say('250 2.1.0 Ok\r\n')
+            conn.expect('RCPT')
+            conn.say('250 2.1.5 Ok\r\n')
+            got['line'] = conn.line()
+            got['chunk'] = conn._exact(size)
+            conn.say('250 2.0.0 Ok: %d bytes queued\r\n' % size)
+            got['after'] = conn.drain()
+            done.set()
+        done = threading.Event()
+        b = self.script(script)
+        sf = self.start([('s', b.port)], workers=1)
+
+        def session():
+            c = h.RawSMTP('127.0.0.1', sf.port, timeout=TIMEOUT)
+            self.addCleanup(c.close)
+            self.assertEqual(c.read_reply().code, 220)
+            self.assertEqual(c.cmd('EHLO client.test').code, 250)
+            self.assertEqual(c.cmd('MAIL FROM:<a@client.test>').code, 250)
+            self.assertEqual(c.cmd('RCPT TO:<b@server.test>').code, 250)
+            c.send(b'BDAT %d LAST\r\n' % size + chunk)
+            self.assertEqual(c.read_reply().code, 250)
+            c.close()
+            return self.session_of(sf, c)
+        s, spliced = self.spliced_during(sf, session)
+        # (the health checks' connections end the script early: only the
+        # session's run counts)
+        self.assertTrue(done.wait(TIMEOUT), b.errors)
+        self.assertEqual(got.get('line'), 'BDAT %d LAST' % size)
+        self.assertTrue(got.get('chunk') == chunk, 'chunk differs')
+        self.assertEqual(got.get('after'), 0)
+        self.assertEqual(s['result'], 'ok', s)
+        sent = sum(len(x) for x in (
+            'EHLO client.test\r\n', 'MAIL FROM:<a@client.test>\r\n',
+            'RCPT TO:<b@server.test>\r\n', 'BDAT %d LAST\r\n' % size)) + size
+        self.assertEqual(s['bytes_in'], str(sent), s)
+        print('BDAT %d LAST then hang-up: %s, %s splice(2) calls' % (
+            size, s['result'], spliced))
+        if spliced is not None:
+            self.assertGreater(spliced, 0, 'the chunk was not spliced')
+
+    def bare_lf_session(self, quit):
+        """A whole session with bare LF line ends, a 2 MB body with bare
+        LF lines; returns (session line, what the backend got, splice
+        count)."""
+        line = b'z' * 998 + b'\n'
+        body = b'Subject: bare LF\n\n' + line * 2000 + b'..dot\n'
+        got = {}
+
+        def script(conn):
+            conn.say('220 script ESMTP\r\n')
+            conn.expect('EHLO')
+            conn.say('250-script\r\n250 PIPELINING\r\n')
+            conn.expect('MAIL')
+            conn.say('250 2.1.0 Ok\r\n')
+            conn.expect('RCPT')
+            conn.say('250 2.1.5 Ok\r\n')
+            got['data'] = conn.line()
+            conn.say('354 End data with <CR><LF>.<CR><LF>\r\n')
+            got['body'] = conn._exact(len(body) + 2)
+            conn.say('250 2.0.0 Ok: queued\r\n')
+            if quit:
+                conn.expect('QUIT')
+                conn.say('221 2.0.0 Bye\r\n')
+            got['after'] = conn.drain()
+            done.set()
+        done = threading.Event()
+        b = self.script(script)
+        sf = self.start([('s', b.port)], workers=1)
+
+        def session():
+            c = h.RawSMTP('127.0.0.1', sf.port, timeout=TIMEOUT)
+            self.addCleanup(c.close)
+            self.assertEqual(c.read_reply().code, 220)
+            for cmd, code in ((b'EHLO client.test\n', 250),
+                              (b'MAIL FROM:<a@client.test>\n', 250),
+                              (b'RCPT TO:<b@server.test>\n', 250),
+                              (b'DATA\n', 354)):
+                c.send(cmd)
+                self.assertEqual(c.read_reply().code, code, cmd)
+            c.send(body + b'.\n')
+            self.assertEqual(c.read_reply().code, 250)
+            if quit:
+                c.send(b'QUIT\n')
+                self.assertEqual(c.read_reply().code, 221)
+            c.close()
+            return self.session_of(sf, c)
+        s, spliced = self.spliced_during(sf, session)
+        # (the health checks' connections end the script early: only the
+        # session's run counts)
+        self.assertTrue(done.wait(TIMEOUT), b.errors)
+        self.assertEqual(got.get('data'), 'DATA')
+        self.assertTrue(got.get('body') == body + b'.\n', 'body differs')
+        self.assertEqual(got.get('after'), 0)
+        return s, spliced
+
+    def test_bare_lf_data_then_hang_up_is_ok(self):
+        """DATA\\n, a bare-LF body ended by .\\n, its 250, then the client
+        hangs up without QUIT: ok only if the dialog followed the body as
+        a body (read as commands, its lines would be unanswered)."""
+        s, spliced = self.bare_lf_session(quit=False)
+        self.assertEqual(s['result'], 'ok', s)
+        print('bare-LF DATA then hang-up: %s, %s splice(2) calls' % (
+            s['result'], spliced))
+        if spliced is not None:
+            self.assertGreater(spliced, 0, 'the body was not spliced')
+
+    def test_bare_lf_data_and_quit_is_ok(self):
+        s, spliced = self.bare_lf_session(quit=True)
+        self.assertEqual(s['result'], 'ok', s)
+        if spliced is not None:
+            self.assertGreater(spliced, 0, 'the body was not spliced')
+
     # ------------------------------------------------------ real load
 
     @unittest.skipUnless(shutil.which('smtp-source') or
@@ -305,4 +461,4 @@ class EndingsTest(unittest.TestCase):
 
 
 if __name__ == '__main__':
-    unittest.main(verbosity=2)
+    h.main()

@@ -194,4 +194,4 @@ class LifecycleTest(unittest.TestCase):
         self.assertEqual(ok, 10 - active[victim])
 
 if __name__ == '__main__':
-    unittest.main(verbosity=2)
+    h.main()

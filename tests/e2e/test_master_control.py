@@ -201,4 +201,4 @@ class MasterControlTest(h.ControlClient, unittest.TestCase):
 
 
 if __name__ == '__main__':
-    unittest.main(verbosity=2)
+    h.main()

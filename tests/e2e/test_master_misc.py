@@ -200,4 +200,4 @@ class MasterMiscTest(unittest.TestCase):
 
 
 if __name__ == '__main__':
-    unittest.main(verbosity=2)
+    h.main()

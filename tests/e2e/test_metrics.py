@@ -436,4 +436,4 @@ print(count[0], flush=True)
 
 
 if __name__ == '__main__':
-    unittest.main(verbosity=2)
+    h.main()

@@ -186,4 +186,4 @@ class PrometheusTest(h.ControlClient, unittest.TestCase):
 
 
 if __name__ == '__main__':
-    unittest.main(verbosity=2)
+    h.main()

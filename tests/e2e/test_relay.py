@@ -312,4 +312,4 @@ class RelayTest(unittest.TestCase):
 
 
 if __name__ == '__main__':
-    unittest.main(verbosity=2)
+    h.main()

@@ -361,4 +361,4 @@ class ReloadTest(h.ControlClient, unittest.TestCase):
 
 
 if __name__ == '__main__':
-    unittest.main(verbosity=2)
+    h.main()

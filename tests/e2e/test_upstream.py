@@ -324,4 +324,4 @@ class UpstreamTest(unittest.TestCase):
 
 
 if __name__ == '__main__':
-    unittest.main(verbosity=2)
+    h.main()

@@ -114,4 +114,4 @@ class _TempDir:
 
 
 if __name__ == '__main__':
-    unittest.main(verbosity=2)
+    h.main()

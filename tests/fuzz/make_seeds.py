@@ -185,6 +185,48 @@ REPLY = {
 }
 
 
+def dc(data):
+    """fuzz_dialog steps: client bytes (cut to 255-byte steps)."""
+    return b"".join(bytes([0, len(data[i:i + 255])]) + data[i:i + 255]
+                    for i in range(0, len(data), 255))
+
+
+def ds(data):
+    """fuzz_dialog steps: server bytes."""
+    return b"".join(bytes([1, len(data[i:i + 255])]) + data[i:i + 255]
+                    for i in range(0, len(data), 255))
+
+
+def du(n):
+    """fuzz_dialog step: n client bytes went by unseen (splice)."""
+    return bytes([2]) + struct.pack("<H", n)
+
+
+GREET = ds(b"220 mx.example.org ESMTP Postfix\r\n")
+DIALOG = {
+    "plain": b"\x00" + GREET + dc(b"EHLO c\r\nMAIL FROM:<a@b>\r\n"
+        b"RCPT TO:<c@d>\r\nDATA\r\n") + ds(b"250-mx\r\n250 PIPELINING\r\n"
+        b"250 Ok\r\n250 Ok\r\n354 Go\r\n") + dc(b"hi\r\n..x\r\n.\r\n") +
+        ds(b"250 Ok: queued\r\n") + dc(b"QUIT\r\n") + ds(b"221 Bye\r\n"),
+    "bare-lf": b"\x00" + GREET + dc(b"EHLO c\nMAIL FROM:<a@b>\nRCPT TO:<c@d>\n"
+        b"DATA\n") + ds(b"250 mx\r\n250 Ok\r\n250 Ok\r\n354 Go\r\n") +
+        dc(b"a\n.\r\r\n.\n") + ds(b"250 Ok\r\n") + dc(b"QUIT\n"),
+    "bdat": b"\x00" + GREET + dc(b"BDAT 1048576 LAST\r\n") + du(65535) +
+        dc(b"x" * 100) + ds(b"250 Ok\r\n") + dc(b"bdat 3\r\nabcBDAT 5 X\r\n"
+        b"BDAT 2 last \r\nzz") + ds(b"250 a\r\n501 b\r\n250 c\r\n"),
+    "spliced-body": b"\x00" + GREET + dc(b"DATA\r\n") + ds(b"354 Go\r\n") +
+        du(40000) + du(40000) + ds(b"250 Ok\r\n221 Bye\r\n"),
+    "starttls": b"\x00" + GREET + dc(b"STARTTLS\r\n") + ds(b"220 Ready\r\n") +
+        dc(b"\x16\x03\x01\x02\x00") + ds(b"\x16\x03\x03"),
+    "implicit-tls": b"\x01" + dc(b"\x16\x03\x01") + ds(b"\x16"),
+    "long-lines": b"\x00" + GREET + dc(b"RCPT TO:<" + b"r" * 2000 + b">\r\n"
+        b"BDAT " + b"0" * 600 + b"3 " + b" " * 300 + b"LAST\r\nabc") +
+        ds(b"250 " + b"y" * 300 + b"\r\n250 Ok\r\n"),
+    "pipeline-deep": b"\x00" + GREET + dc(b"NOOP\r\n" * 40 + b"QUIT\r\n") +
+        ds(b"250 Ok\r\n" * 40 + b"221 Bye\r\n"),
+}
+
+
 def write(target, seeds):
     d = os.path.join(HERE, target)
     os.makedirs(d, exist_ok=True)
@@ -198,3 +240,4 @@ def write(target, seeds):
 write("proxy", PROXY)
 write("config", CONFIG)
 write("reply", REPLY)
+write("dialog", DIALOG)

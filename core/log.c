@@ -51,7 +51,7 @@ struct log_sink {
 	bool sock;		/* a socket: send(MSG_DONTWAIT) */
 	bool stream;		/* may take part of a line */
 	size_t tail_len;
-	char tail[LOG_LINE_MAX];
+	char tail[2 * LOG_LINE_MAX];	/* a line and the count before it */
 };
 
 static const char *log_ident = "smtpfront";
@@ -285,8 +285,11 @@ void
 log_count_drops_in(uint64_t *word)
 {
 	log_check_fork();
-	if (word == NULL)
+	if (word == NULL) {
+		log_drops_own = *log_drops;
+		log_drops = &log_drops_own;
 		return;
+	}
 	__atomic_store_n(word, *word + *log_drops, __ATOMIC_RELAXED);
 	log_drops = word;
 }
@@ -335,7 +338,7 @@ log_sink_put(struct log_sink *s, const char *buf, size_t len)
 static int
 log_sink_flush(struct log_sink *s)
 {
-	char rest[LOG_LINE_MAX];
+	char rest[sizeof(s->tail)];
 	size_t len = s->tail_len;
 	int rc;
 
@@ -434,9 +437,10 @@ log_syslog_put(const char *line, size_t len)
 	}
 }
 
-/* Format and write one line; 1 when the log took it. */
-static int
-log_put(enum cfg_log_level level, const char *msg)
+/* Format one line for the target in use into buf (a syslog datagram, or
+ * a line ended by a newline, or by a NUL on a syslog stream); its length. */
+static size_t
+log_format(enum cfg_log_level level, const char *msg, char *buf, size_t cap)
 {
 	static const char *const prefix[] = {
 		[CFG_LOG_ERROR] = "error: ",
@@ -450,50 +454,65 @@ log_put(enum cfg_log_level level, const char *msg)
 		[CFG_LOG_INFO] = LOG_INFO,
 		[CFG_LOG_DEBUG] = LOG_DEBUG,
 	};
-	char line[LOG_LINE_MAX], stamp[48];
+	char stamp[48];
 	size_t len;
 
 	if (log_syslog) {
 		log_syslog_time(stamp, sizeof(stamp));
-		len = log_clamp(snprintf(line, sizeof(line), "<%d>%s %s[%ld]: "
-		    "%s%s", log_facility | prio[level], stamp, log_ident,
-		    (long)log_pid, prefix[level], msg), sizeof(line));
+		len = log_clamp(snprintf(buf, cap, "<%d>%s %s[%ld]: %s%s",
+		    log_facility | prio[level], stamp, log_ident,
+		    (long)log_pid, prefix[level], msg), cap - 1);
 		/* A stream carries lines ended by a NUL, as syslog(3) sends
 		 * them; a datagram is one line. */
 		if (log_sys_sink.stream)
-			line[len++] = '\0';
-		return log_syslog_put(line, len);
+			buf[len++] = '\0';
+		return len;
 	}
 	stamp[0] = '\0';
 	if (log_stamp)
 		log_timestamp(stamp, sizeof(stamp));
-	len = log_clamp(snprintf(line, sizeof(line), "%s%s[%ld]: %s%s",
-	    stamp, log_ident, (long)log_pid, prefix[level], msg),
-	    sizeof(line) - 1);
-	line[len++] = '\n';
-	return log_sink_write(&log_err_sink, line, len);
+	len = log_clamp(snprintf(buf, cap, "%s%s[%ld]: %s%s", stamp,
+	    log_ident, (long)log_pid, prefix[level], msg), cap - 1);
+	buf[len++] = '\n';
+	return len;
 }
 
-/* One line, preceded by the count of those dropped before it when there
- * are some; a line that cannot be written is dropped and counted. */
+/*
+ * One line, preceded by the count of those dropped before it when there
+ * are some; a line that cannot be written is dropped and counted. On
+ * stderr the count and the line go out in one write, so a pipe (which
+ * takes up to PIPE_BUF bytes whole or not at all) never carries a count
+ * without the line after it, nor a string of counts while only short
+ * lines fit.
+ */
 static void
 log_emit(enum cfg_log_level level, const char *msg)
 {
-	char note[128];
+	char note[128], out[2 * LOG_LINE_MAX];
+	size_t len = 0;
 
 	log_check_fork();
 	if (log_unreported > 0) {
 		snprintf(note, sizeof(note), "log: %" PRIu64 " line%s dropped "
 		    "while the log was not taking them", log_unreported,
 		    log_unreported == 1 ? "" : "s");
-		if (log_put(CFG_LOG_WARNING, note) != 1) {
-			log_drop();
-			return;
+		len = log_format(CFG_LOG_WARNING, note, out, LOG_LINE_MAX);
+		if (log_syslog) {
+			if (log_syslog_put(out, len) != 1) {
+				log_drop();
+				return;
+			}
+			log_unreported = 0;
+			len = 0;
 		}
-		log_unreported = 0;
 	}
-	if (log_put(level, msg) != 1)
+	len += log_format(level, msg, out + len, LOG_LINE_MAX);
+	if ((log_syslog ? log_syslog_put(out, len) :
+	    log_sink_write(&log_err_sink, out, len)) != 1) {
 		log_drop();
+		return;
+	}
+	log_unreported = 0;
 }
 
 static void

@@ -36,7 +36,7 @@ size_t log_fds(int fds[LOG_MAX_FDS]);
  * shared memory that this process alone writes, so the master can show
  * the total); lines it dropped before are added to it. A forked child
  * counts in its own memory until it calls this: its parent's word is its
- * parent's.
+ * parent's. NULL: back to counting in this process's own memory.
  */
 void log_count_drops_in(uint64_t *word);
 /* Lines this process dropped since it started (or was forked). */

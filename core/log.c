@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 
 #include <errno.h>
@@ -45,10 +46,16 @@
  * part of a line; the rest waits in `tail` and goes out before anything
  * else, so a stream never carries half a line followed by another.
  */
+enum log_how {
+	LOG_HOW_WRITE,		/* write(): a file, or a descriptor of our own */
+	LOG_HOW_SEND,		/* a socket: send(MSG_DONTWAIT) */
+	LOG_HOW_NOWAIT,		/* a pipe: pwritev2(RWF_NOWAIT) */
+};
+
 struct log_sink {
 	int fd;			/* -1: nothing to write to */
 	bool own;		/* fd was opened here (closed on setup) */
-	bool sock;		/* a socket: send(MSG_DONTWAIT) */
+	enum log_how how;
 	bool stream;		/* may take part of a line */
 	size_t tail_len;
 	char tail[2 * LOG_LINE_MAX];	/* a line and the count before it */
@@ -109,7 +116,7 @@ log_sink_close(struct log_sink *s)
 		close(s->fd);
 	s->fd = -1;
 	s->own = false;
-	s->sock = false;
+	s->how = LOG_HOW_WRITE;
 	s->stream = false;
 	s->tail_len = 0;
 }
@@ -130,31 +137,54 @@ log_stderr_is_journal(const struct stat *st)
 }
 
 /*
+ * A description of stderr's pipe or terminal that nobody else shares,
+ * opened through /proc/self/fd/2 with O_NONBLOCK (smtpfront's children
+ * inherit it, and all of them write through here). When that cannot be
+ * opened: a pipe gets O_NONBLOCK on fd 2 itself (its other writers are
+ * smtpfront's own processes wherever stderr is a pipe: a supervisor or
+ * `| logger` reads it); a terminal is left alone and written as it is,
+ * since changing the terminal under the user's shell is worse than a
+ * line that waits for the user's ^Q.
+ */
+static void
+log_stderr_private(struct log_sink *s, bool pipe)
+{
+	int fd, fl;
+
+	s->how = LOG_HOW_WRITE;
+	fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC |
+	    O_NOCTTY);
+	if (fd != -1) {
+		s->fd = fd;
+		s->own = true;
+		return;
+	}
+	if (pipe && (fl = fcntl(STDERR_FILENO, F_GETFL)) != -1)
+		(void)fcntl(STDERR_FILENO, F_SETFL, fl | O_NONBLOCK);
+}
+
+/*
  * Make writing to stderr non-blocking without changing it for anyone
  * else. O_NONBLOCK belongs to the open file description, which stderr
  * shares with the master, the other children, and whatever started
  * smtpfront (a shell's terminal, systemd): setting it on fd 2 would make
- * a shell's own writes fail with EAGAIN. So:
+ * a shell's own writes fail with EAGAIN. So each write is made
+ * non-blocking by itself:
  *   - a socket (the journal's stream, under systemd): send() with
- *     MSG_DONTWAIT, which is non-blocking for this call only;
- *   - a regular file or a block device: write() as it is (a file never
- *     says EAGAIN; a write waits for the disk at worst, not for a reader);
- *   - a pipe, a FIFO, a terminal, another character device: a private
- *     description of the same object, opened through /proc/self/fd/2
- *     with O_NONBLOCK, which nobody else shares (smtpfront's children
- *     inherit it, and all of them write through here);
- *   - when that cannot be opened: a pipe or FIFO gets O_NONBLOCK on fd 2
- *     itself (its other writers are smtpfront's own processes in every
- *     setup where stderr is a pipe: a supervisor or `| logger` reads it);
- *     a terminal is left alone, since changing a terminal under the
- *     user's shell is worse than a line waiting for someone to ^Q it.
+ *     MSG_DONTWAIT;
+ *   - a pipe or FIFO: pwritev2() with RWF_NOWAIT (Linux 5.9 and later;
+ *     an older kernel says EOPNOTSUPP, and log_stderr_private() is used);
+ *   - a terminal: log_stderr_private();
+ *   - a regular file, a block device, /dev/null: write() as it is (they
+ *     never say EAGAIN; a write waits for the disk at worst, not for a
+ *     reader).
  */
 static void
 log_stderr_open(void)
 {
 	struct log_sink *s = &log_err_sink;
 	struct stat st;
-	int fd, type, fl;
+	int type;
 	socklen_t tl = sizeof(type);
 
 	log_sink_close(s);
@@ -164,24 +194,16 @@ log_stderr_open(void)
 	log_stamp = !log_stderr_is_journal(&st);
 	s->fd = STDERR_FILENO;
 	if (S_ISSOCK(st.st_mode)) {
-		s->sock = true;
+		s->how = LOG_HOW_SEND;
 		s->stream = getsockopt(STDERR_FILENO, SOL_SOCKET, SO_TYPE,
 		    &type, &tl) == -1 || type == SOCK_STREAM;
-		return;
+	} else if (S_ISFIFO(st.st_mode)) {
+		s->how = LOG_HOW_NOWAIT;
+		s->stream = true;
+	} else if (isatty(STDERR_FILENO)) {
+		s->stream = true;
+		log_stderr_private(s, false);
 	}
-	if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))
-		return;
-	s->stream = true;
-	fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC |
-	    O_NOCTTY);
-	if (fd != -1) {
-		s->fd = fd;
-		s->own = true;
-		return;
-	}
-	if (S_ISFIFO(st.st_mode) &&
-	    (fl = fcntl(STDERR_FILENO, F_GETFL)) != -1)
-		(void)fcntl(STDERR_FILENO, F_SETFL, fl | O_NONBLOCK);
 }
 
 /* Connect a socket to the syslog socket: a datagram one, or a stream one
@@ -206,7 +228,7 @@ log_syslog_connect(void)
 		if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
 			s->fd = fd;
 			s->own = true;
-			s->sock = true;
+			s->how = LOG_HOW_SEND;
 			s->stream = types[i] == SOCK_STREAM;
 			return 0;
 		}
@@ -309,6 +331,27 @@ log_drop(void)
 	__atomic_store_n(log_drops, *log_drops + 1, __ATOMIC_RELAXED);
 }
 
+static ssize_t
+log_sink_syscall(struct log_sink *s, const char *buf, size_t len)
+{
+	struct iovec iov = { .iov_base = (void *)(uintptr_t)buf,
+	    .iov_len = len };
+	ssize_t n;
+
+	switch (s->how) {
+	case LOG_HOW_SEND:
+		return send(s->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	case LOG_HOW_NOWAIT:
+		n = pwritev2(s->fd, &iov, 1, -1, RWF_NOWAIT);
+		if (n != -1 || errno != EOPNOTSUPP)
+			return n;
+		log_stderr_private(s, true);
+		return write(s->fd, buf, len);
+	default:
+		return write(s->fd, buf, len);
+	}
+}
+
 /* Write buf without waiting: 1 written (maybe in part, the rest then in
  * the tail), 0 not taken (full: EAGAIN, ENOBUFS), -1 another error. */
 static int
@@ -321,8 +364,7 @@ log_sink_put(struct log_sink *s, const char *buf, size_t len)
 		return -1;
 	}
 	do {
-		n = s->sock ? send(s->fd, buf, len, MSG_DONTWAIT |
-		    MSG_NOSIGNAL) : write(s->fd, buf, len);
+		n = log_sink_syscall(s, buf, len);
 	} while (n == -1 && errno == EINTR);
 	if (n == -1)
 		return errno == EAGAIN || errno == EWOULDBLOCK ||

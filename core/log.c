@@ -57,6 +57,8 @@ struct log_sink {
 	bool own;		/* fd was opened here (closed on setup) */
 	enum log_how how;
 	bool stream;		/* may take part of a line */
+	dev_t dev;		/* what fd is (stderr: kept across setups) */
+	ino_t ino;
 	size_t tail_len;
 	char tail[2 * LOG_LINE_MAX];	/* a line and the count before it */
 };
@@ -186,6 +188,9 @@ log_stderr_open(void)
 	struct stat st;
 	int type;
 	socklen_t tl = sizeof(type);
+	size_t tail = s->tail_len;
+	dev_t dev = s->dev;
+	ino_t ino = s->ino;
 
 	log_sink_close(s);
 	log_stamp = true;
@@ -193,6 +198,11 @@ log_stderr_open(void)
 		return;			/* no stderr: lines are dropped */
 	log_stamp = !log_stderr_is_journal(&st);
 	s->fd = STDERR_FILENO;
+	s->dev = st.st_dev;
+	s->ino = st.st_ino;
+	/* A reload: the end of a line taken in part still goes out first. */
+	if (st.st_dev == dev && st.st_ino == ino)
+		s->tail_len = tail;
 	if (S_ISSOCK(st.st_mode)) {
 		s->how = LOG_HOW_SEND;
 		s->stream = getsockopt(STDERR_FILENO, SOL_SOCKET, SO_TYPE,
@@ -307,12 +317,17 @@ void
 log_count_drops_in(uint64_t *word)
 {
 	log_check_fork();
+	if (word == log_drops)
+		return;
 	if (word == NULL) {
 		log_drops_own = *log_drops;
 		log_drops = &log_drops_own;
 		return;
 	}
-	__atomic_store_n(word, *word + *log_drops, __ATOMIC_RELAXED);
+	/* What was counted in another word stays counted there. */
+	if (log_drops == &log_drops_own)
+		__atomic_store_n(word, *word + log_drops_own,
+		    __ATOMIC_RELAXED);
 	log_drops = word;
 }
 

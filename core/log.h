@@ -34,9 +34,9 @@ size_t log_fds(int fds[LOG_MAX_FDS]);
 /*
  * Count this process's dropped lines in *word from now on (a word of
  * shared memory that this process alone writes, so the master can show
- * the total); lines it dropped before are added to it. A forked child
- * counts in its own memory until it calls this: its parent's word is its
- * parent's. NULL: back to counting in this process's own memory.
+ * the total); what it counted in its own memory before is added to it. A
+ * forked child counts in its own memory until it calls this: its parent's
+ * word is its parent's. NULL: back to its own memory (tests).
  */
 void log_count_drops_in(uint64_t *word);
 /* Lines this process dropped since it started (or was forked). */

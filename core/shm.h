@@ -27,7 +27,8 @@
  * Adding a region to every worker slot (a table per worker, counters):
  *   1. add SHM_SLOT_<NAME> to enum shm_slot_region, before SHM_SLOT_NREGIONS;
  *   2. give its size in shm_slot_shape[] in shm.c: bytes per server slot,
- *      bytes per listener slot, and a fixed part; a fixed part computed
+ *      bytes per listener slot, a constant part (SHM_SLOT_PROCESS_METRICS
+ *      has only that), and a fixed part; a fixed part computed
  *      from the configuration at start is registered by the region's user
  *      with shm_slot_register_fixed() before shm_create() (the size then
  *      holds for the master's life), so shm knows no region's contents;

@@ -127,8 +127,8 @@ main(int argc, char **argv)
 		return 0;
 	}
 
-	log_init("smtpfront", cfg->log.target == CFG_LOG_SYSLOG,
-	    cfg->log.facility, cfg->log.level);
+	log_init("smtpfront", false, cfg->log.facility, cfg->log.level);
+	log_setup(cfg);
 	if (pidfile != NULL && write_pidfile(pidfile) == -1)
 		fatal("cannot write pid file %s", pidfile);
 	rc = master_run(cfg);		/* takes cfg */

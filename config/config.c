@@ -132,6 +132,7 @@ struct cfg_section {
 
 static int cfg_parse_workers(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_facility(struct cfg_parser *, yaml_node_t *, void *);
+static int cfg_parse_syslog_socket(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_control_mode(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_listeners(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_bind(struct cfg_parser *, yaml_node_t *, void *);
@@ -148,6 +149,7 @@ static const struct cfg_key cfg_log_keys[] = {
 	K_ENUM(struct config, "target", log.target, cfg_log_target_names),
 	K_FUNC("facility", cfg_parse_facility),
 	K_ENUM(struct config, "level", log.level, cfg_log_level_names),
+	K_FUNC("syslog_socket", cfg_parse_syslog_socket),
 };
 static const struct cfg_section cfg_log_section =
     SECTION("log", "in log", cfg_log_keys);
@@ -771,6 +773,30 @@ cfg_parse_facility(struct cfg_parser *p, yaml_node_t *v, void *obj)
 	return cfg_verror(p, v, "expected %s, got %s", expected, q);
 }
 
+/* The path of a Unix socket: absolute, and short enough for sun_path. */
+static int
+cfg_parse_syslog_socket(struct cfg_parser *p, yaml_node_t *v, void *obj)
+{
+	struct config *cfg = obj;
+	const char *s = cfg_scalar(p, v, "the path of a socket");
+	size_t len;
+
+	if (s == NULL)
+		return -1;
+	len = strlen(s);
+	if (s[0] != '/')
+		return cfg_verror(p, v, "expected an absolute path");
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return cfg_verror(p, v, "unexpected control character "
+			    "in a path");
+	if (len >= sizeof cfg->log.syslog_socket)
+		return cfg_verror(p, v, "too long for a socket path: at most "
+		    "%zu characters", sizeof cfg->log.syslog_socket - 1);
+	memcpy(cfg->log.syslog_socket, s, len + 1);
+	return 0;
+}
+
 static int
 cfg_parse_control_mode(struct cfg_parser *p, yaml_node_t *v, void *obj)
 {
@@ -1314,6 +1340,8 @@ cfg_build(struct cfg_parser *p, yaml_node_t *root, const char *name)
 	cfg->log.target = CFG_LOG_STDERR;
 	cfg->log.facility = LOG_MAIL;
 	cfg->log.level = CFG_LOG_INFO;
+	snprintf(cfg->log.syslog_socket, sizeof cfg->log.syslog_socket,
+	    "/dev/log");
 	snprintf(cfg->control.socket, sizeof cfg->control.socket,
 	    "/run/smtpfront/control.sock");
 	cfg->control.mode = 0600;

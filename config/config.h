@@ -147,6 +147,7 @@ struct config {
 		enum cfg_log_target target;	/* default stderr */
 		int facility;			/* syslog LOG_MAIL etc., default LOG_MAIL */
 		enum cfg_log_level level;	/* default info */
+		char syslog_socket[108];	/* default /dev/log (sun_path) */
 	} log;
 	struct {
 		char socket[108];	/* default /run/smtpfront/control.sock */

@@ -13,6 +13,7 @@
 
 #include <event2/buffer.h>
 
+#include "core/log.h"
 #include "core/metrics.h"
 #include "core/prom.h"
 #include "core/runtime.h"
@@ -143,6 +144,7 @@ static size_t mine_nlisteners, mine_nservers;
 void
 metrics_worker_attach(void)
 {
+	uint64_t *mine;
 	size_t len = 0;
 
 	mine_listeners = shm_slot_mine(SHM_SLOT_LISTENER_METRICS, &len);
@@ -151,6 +153,9 @@ metrics_worker_attach(void)
 	mine_servers = shm_slot_mine(SHM_SLOT_SERVER_METRICS, &len);
 	mine_nservers = mine_servers != NULL ? len / sizeof(uint64_t) /
 	    METRICS_SERVER_WORDS : 0;
+	mine = shm_slot_mine(SHM_SLOT_PROCESS_METRICS, &len);
+	if (mine != NULL && len >= METRICS_PROCESS_WORDS * sizeof(uint64_t))
+		log_count_drops_in(&mine[METRICS_PW_LOG_DROPPED]);
 }
 
 void
@@ -220,6 +225,15 @@ metrics_connect_reason(int err)
 }
 
 /* ------------------------------------------------------------ health */
+
+void
+metrics_health_attach(void)
+{
+	uint64_t *w = shm_process_counters(SHM_PROCESS_HEALTH);
+
+	if (w != NULL)
+		log_count_drops_in(&w[METRICS_PW_LOG_DROPPED]);
+}
 
 static bool
 metrics_starts(const char *s, const char *prefix)
@@ -296,6 +310,32 @@ metrics_master_start(void)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	mm.start_time = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 	mm.last_reload_ok = true;
+}
+
+void
+metrics_master_attach(void)
+{
+	uint64_t *w = shm_process_counters(SHM_PROCESS_MASTER);
+
+	if (w != NULL)
+		log_count_drops_in(&w[METRICS_PW_LOG_DROPPED]);
+}
+
+uint64_t
+metrics_log_dropped(void)
+{
+	uint64_t sum = 0;
+
+	shm_counters_sum(SHM_SLOT_PROCESS_METRICS, METRICS_PW_LOG_DROPPED, 1,
+	    &sum);
+	for (int p = 0; p < SHM_NPROCESSES; p++) {
+		const uint64_t *w = shm_process_counters((enum shm_process)p);
+
+		if (w != NULL)
+			sum += __atomic_load_n(&w[METRICS_PW_LOG_DROPPED],
+			    __ATOMIC_RELAXED);
+	}
+	return sum;
 }
 
 void
@@ -423,6 +463,11 @@ metrics_render_master(struct evbuffer *out, const struct metrics_view *v)
 	    "was respawned).");
 	prom_sample_u64(out, "smtpfront_health_process_restarts_total", NULL,
 	    0, mm.health_restarts);
+	prom_family(out, "smtpfront_log_dropped_total", PROM_COUNTER,
+	    "Log lines dropped because the log (stderr or syslog) was not "
+	    "taking them, by every process.");
+	prom_sample_u64(out, "smtpfront_log_dropped_total", NULL, 0,
+	    metrics_log_dropped());
 }
 
 static void

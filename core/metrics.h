@@ -81,7 +81,14 @@ int metrics_result_index(const char *result);
 #define METRICS_CW_DURATION	(METRICS_CW_FAILURES + METRICS_NREASONS)
 #define METRICS_CHECK_WORDS	(METRICS_CW_DURATION + METRICS_HIST_WORDS)
 
+/* Words of the counters a process keeps about itself: a worker's in its
+ * slot (SHM_SLOT_PROCESS_METRICS), the master's and the health process's
+ * in shm_process_counters(). */
+#define METRICS_PW_LOG_DROPPED	0	/* log lines dropped (core/log.h) */
+#define METRICS_PROCESS_WORDS	1
+
 /* ---- worker side (after shm_worker_attach) ---- */
+/* Also counts the worker's dropped log lines in its slot. */
 void metrics_worker_attach(void);
 /* A session ended with `result` (its log line's). */
 void metrics_count_session(unsigned listener, const char *result,
@@ -96,6 +103,8 @@ void metrics_count_first_line(unsigned server, int64_t us);
 enum metrics_reason metrics_connect_reason(int err);
 
 /* ---- health process ---- */
+/* Count the health process's dropped log lines in shared memory. */
+void metrics_health_attach(void);
 /* The class of a check's reason text (smtp/check.c's words). */
 enum metrics_reason metrics_check_reason(const char *reason);
 void metrics_count_check(unsigned server, bool ok, const char *reason,
@@ -104,6 +113,10 @@ void metrics_count_check(unsigned server, bool ok, const char *reason,
 /* ---- master ---- */
 /* Start of the master (once): the start time and zeroed counters. */
 void metrics_master_start(void);
+/* After shm_create(): count the master's dropped log lines there. */
+void metrics_master_attach(void);
+/* Log lines dropped by every process since start. */
+uint64_t metrics_log_dropped(void);
 void metrics_note_reload(bool ok);
 void metrics_note_restart(bool health_process);
 

@@ -79,6 +79,8 @@ struct shm_header {
 	uint64_t file_len;		/* bytes that may be touched */
 	uint64_t server_chunk[SHM_NCHUNKS];
 	uint64_t slot_block[SHM_MAX_WORKER_SLOTS];
+	/* Not the master's: each row is written by its process alone. */
+	uint64_t process[SHM_NPROCESSES][METRICS_PROCESS_WORDS];
 };
 
 struct shm_block {
@@ -92,26 +94,29 @@ struct shm_block {
 };
 
 /*
- * The shape of each region: bytes per server slot, per listener slot, and
- * a fixed part that the region's user registers before shm_create()
- * (shm_slot_register_fixed()). A counter region is 64-bit
+ * The shape of each region: bytes per server slot, per listener slot, a
+ * constant part, and a fixed part that the region's user registers before
+ * shm_create() (shm_slot_register_fixed()). A counter region is 64-bit
  * monotonic words: what a worker counted there is kept by the master when
  * it resets the slot (see shm_counters_sum()).
  */
 static const struct {
 	size_t per_server;
 	size_t per_listener;
+	size_t constant;
 	bool counters;
 } shm_slot_shape[SHM_SLOT_NREGIONS] = {
-	[SHM_SLOT_LISTENER_ACTIVE] = { 0, sizeof(uint32_t), false },
-	[SHM_SLOT_SERVER_ACTIVE] = { sizeof(uint32_t), 0, false },
-	[SHM_SLOT_SERVER_TOTAL] = { sizeof(uint64_t), 0, true },
-	[SHM_SLOT_SERVER_FAILURES] = { sizeof(uint64_t), 0, true },
-	[SHM_SLOT_CLIENTS] = { 0, 0, false },
+	[SHM_SLOT_LISTENER_ACTIVE] = { 0, sizeof(uint32_t), 0, false },
+	[SHM_SLOT_SERVER_ACTIVE] = { sizeof(uint32_t), 0, 0, false },
+	[SHM_SLOT_SERVER_TOTAL] = { sizeof(uint64_t), 0, 0, true },
+	[SHM_SLOT_SERVER_FAILURES] = { sizeof(uint64_t), 0, 0, true },
+	[SHM_SLOT_CLIENTS] = { 0, 0, 0, false },
 	[SHM_SLOT_LISTENER_METRICS] = { 0,
-	    METRICS_LISTENER_WORDS * sizeof(uint64_t), true },
+	    METRICS_LISTENER_WORDS * sizeof(uint64_t), 0, true },
 	[SHM_SLOT_SERVER_METRICS] = {
-	    METRICS_SERVER_WORDS * sizeof(uint64_t), 0, true },
+	    METRICS_SERVER_WORDS * sizeof(uint64_t), 0, 0, true },
+	[SHM_SLOT_PROCESS_METRICS] = { 0, 0,
+	    METRICS_PROCESS_WORDS * sizeof(uint64_t), true },
 };
 
 /* The mapping: the same in every process. */
@@ -208,7 +213,7 @@ shm_config_bytes(const struct config *cfg)
 	    (servers + servers / 4 + 16) * ((2 + METRICS_SERVER_WORDS) *
 	    sizeof(uint64_t) + sizeof(uint32_t)) + (listeners + listeners / 4 +
 	    4) * (sizeof(uint32_t) + METRICS_LISTENER_WORDS *
-	    sizeof(uint64_t));
+	    sizeof(uint64_t)) + METRICS_PROCESS_WORDS * sizeof(uint64_t);
 	chunks = (servers + SHM_CHUNK - 1) / SHM_CHUNK;
 	return sizeof(struct shm_header) + chunks *
 	    sizeof(struct shm_server_chunk) + 2 * (size_t)cfg->workers * block;
@@ -355,7 +360,8 @@ shm_slot_prepare(unsigned slot, size_t servers, size_t listeners)
 	off = shm_round(sizeof(*b), SHM_ALIGN);
 	for (int r = 0; r < SHM_SLOT_NREGIONS; r++) {
 		len[r] = shm_slot_shape[r].per_server * servers +
-		    shm_slot_shape[r].per_listener * listeners + shm_fixed[r];
+		    shm_slot_shape[r].per_listener * listeners +
+		    shm_slot_shape[r].constant + shm_fixed[r];
 		at[r] = off;
 		off = shm_round(off + len[r], SHM_ALIGN);
 	}
@@ -771,6 +777,16 @@ shm_health_state(unsigned server)
 		return SHM_HEALTH_UNKNOWN;
 	s = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 	return s <= SHM_HEALTH_DOWN ? (enum shm_health)s : SHM_HEALTH_UNKNOWN;
+}
+
+/* ------------------------------------------------------------ processes */
+
+uint64_t *
+shm_process_counters(enum shm_process p)
+{
+	if (shm_base == NULL || (unsigned)p >= SHM_NPROCESSES)
+		return NULL;
+	return shm_hdr()->process[p];
 }
 
 /* ------------------------------------------------------------ admin */

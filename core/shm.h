@@ -10,6 +10,11 @@
  *     counter (odd = write in progress); its check counters sit next to
  *     it, written by the same process.
  *   - admin: written only by the master.
+ *   - process counters of the master and of the health process (the
+ *     counters of core/metrics.h a process keeps about itself, such as
+ *     its dropped log lines; a worker has them in its slot): each row
+ *     written only by that process, monotonic, never reset (a respawned
+ *     health process goes on counting where its predecessor stopped).
  * Servers and listeners are addressed by slot indexes the master assigns.
  *
  * Sized from the configuration, and it grows: the master extends the
@@ -22,7 +27,8 @@
  * Adding a region to every worker slot (a table per worker, counters):
  *   1. add SHM_SLOT_<NAME> to enum shm_slot_region, before SHM_SLOT_NREGIONS;
  *   2. give its size in shm_slot_shape[] in shm.c: bytes per server slot,
- *      bytes per listener slot, and a fixed part; a fixed part computed
+ *      bytes per listener slot, a constant part (SHM_SLOT_PROCESS_METRICS
+ *      has only that), and a fixed part; a fixed part computed
  *      from the configuration at start is registered by the region's user
  *      with shm_slot_register_fixed() before shm_create() (the size then
  *      holds for the master's life), so shm knows no region's contents;
@@ -80,6 +86,7 @@ enum shm_slot_region {
 	SHM_SLOT_CLIENTS,		/* core/worker/clients.c: a table sized at start */
 	SHM_SLOT_LISTENER_METRICS,	/* core/metrics.h: counters per listener slot */
 	SHM_SLOT_SERVER_METRICS,	/* core/metrics.h: counters per server slot */
+	SHM_SLOT_PROCESS_METRICS,	/* core/metrics.h: the worker's own counters */
 	SHM_SLOT_NREGIONS
 };
 
@@ -177,6 +184,15 @@ void shm_health_write_fields(unsigned server,
 /* Tests only (NULL otherwise): called by shm_health_read() in the middle
  * of its copy of a record, for a test that plays a writer starting then. */
 extern void (*shm_health_read_hook)(unsigned server);
+
+/* The process counters of the master or of the health process
+ * (METRICS_PROCESS_WORDS words), or NULL before shm_create(). */
+enum shm_process {
+	SHM_PROCESS_MASTER,
+	SHM_PROCESS_HEALTH,
+	SHM_NPROCESSES
+};
+uint64_t *shm_process_counters(enum shm_process p);
 
 /* Admin state: written by the master. */
 void shm_admin_set(unsigned server, enum shm_admin a);

@@ -373,6 +373,7 @@ START_TEST(test_minimal_defaults)
 	ck_assert_int_eq(cfg->log.target, CFG_LOG_STDERR);
 	ck_assert_int_eq(cfg->log.facility, LOG_MAIL);
 	ck_assert_int_eq(cfg->log.level, CFG_LOG_INFO);
+	ck_assert_str_eq(cfg->log.syslog_socket, "/dev/log");
 	ck_assert_str_eq(cfg->control.socket, "/run/smtpfront/control.sock");
 	ck_assert_uint_eq(cfg->control.mode, 0600);
 	ck_assert_str_eq(cfg->control.group, "");
@@ -541,7 +542,8 @@ START_TEST(test_valid_variants)
 	static const char yaml[] =
 		"workers: 3\n"
 		"hostname: \"mx.example.org\"\n"
-		"log: {target: stderr, facility: local7, level: debug}\n"
+		"log: {target: stderr, facility: local7, level: debug, "
+		"syslog_socket: /run/systemd/journal/dev-log}\n"
 		"control: {mode: 0640, socket: \"/tmp/x.sock\"}\n"
 		"listeners:\n"
 		"  - name: a\n"
@@ -568,6 +570,8 @@ START_TEST(test_valid_variants)
 	ck_assert_uint_eq(cfg->workers, 3);
 	ck_assert_int_eq(cfg->log.facility, LOG_LOCAL7);
 	ck_assert_int_eq(cfg->log.level, CFG_LOG_DEBUG);
+	ck_assert_str_eq(cfg->log.syslog_socket,
+	    "/run/systemd/journal/dev-log");
 	ck_assert_uint_eq(cfg->control.mode, 0640);
 	ck_assert_str_eq(cfg->control.socket, "/tmp/x.sock");
 	ck_assert_int_eq(cfg->listeners[0].mode, CFG_MODE_TLS);
@@ -674,6 +678,14 @@ static const struct {
 	{ T_ROOT, "log: {facility: kern}", 1, 1, 17, "log.facility: expected a syslog facility" },
 	{ T_ROOT, "log: {level: notice}", 1, 1, 14,
 	    "log.level: expected one of error, warning, info or debug" },
+	{ T_ROOT, "log: {syslog_socket: dev/log}", 1, 1, 22,
+	    "log.syslog_socket: expected an absolute path" },
+	{ T_ROOT, "log: {syslog_socket: [/dev/log]}", 1, 1, 22,
+	    "log.syslog_socket: expected the path of a socket, got a list" },
+	{ T_ROOT, "log: {syslog_socket: /" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	    "aaaaaaaaaaaaaaaaaaaa}", 1, 1, 22,
+	    "log.syslog_socket: too long for a socket path: at most 107" },
 	{ T_ROOT, "control: {mode: \"0999\"}", 1, 1, 17, "control.mode: expected an octal file mode" },
 	/* durations */
 	{ T_ROOT, "shutdown_timeout: 5x", 1, 1, 19,

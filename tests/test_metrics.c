@@ -18,6 +18,7 @@
 #include <check.h>
 
 #include "config/config.h"
+#include "core/log.h"
 #include "core/metrics.h"
 #include "core/runtime.h"
 #include "core/shm.h"
@@ -419,6 +420,49 @@ START_TEST(test_render_counts)
 }
 END_TEST
 
+/*
+ * smtpfront_log_dropped_total: every worker's slot, what reaped workers
+ * had counted, the master's and the health process's own words; a
+ * process's log counts in its word once attached.
+ */
+START_TEST(test_render_log_dropped)
+{
+	uint64_t *w, before = metrics_log_dropped();
+	size_t len = 0;
+	char *t;
+
+	shm_worker_attach(0);
+	w = shm_slot_mine(SHM_SLOT_PROCESS_METRICS, &len);
+	ck_assert_ptr_nonnull(w);
+	ck_assert_uint_ge(len, METRICS_PROCESS_WORDS * sizeof(uint64_t));
+	w[METRICS_PW_LOG_DROPPED] += 5;
+	shm_worker_attach(1);
+	w = shm_slot_mine(SHM_SLOT_PROCESS_METRICS, &len);
+	w[METRICS_PW_LOG_DROPPED] += 7;
+	/* Worker 1 exits and is respawned: its 7 are kept. */
+	shm_slot_reset(1);
+	ck_assert_uint_eq(w[METRICS_PW_LOG_DROPPED], 0);
+	w[METRICS_PW_LOG_DROPPED] += 1;
+	shm_process_counters(SHM_PROCESS_MASTER)[METRICS_PW_LOG_DROPPED] += 2;
+	shm_process_counters(SHM_PROCESS_HEALTH)[METRICS_PW_LOG_DROPPED] += 3;
+	ck_assert_uint_eq(metrics_log_dropped(), before + 18);
+	t = render();
+	ck_assert_double_eq(value(t, "smtpfront_log_dropped_total"),
+	    (double)(before + 18));
+	ck_assert_ptr_nonnull(strstr(t, "# TYPE smtpfront_log_dropped_total "
+	    "counter\n"));
+	free(t);
+	/* The log of this process counts in the master's word from now on,
+	 * what it had dropped before added. */
+	w = shm_process_counters(SHM_PROCESS_MASTER);
+	before = w[METRICS_PW_LOG_DROPPED];
+	metrics_master_attach();
+	ck_assert_uint_eq(log_dropped(), w[METRICS_PW_LOG_DROPPED]);
+	ck_assert_uint_ge(w[METRICS_PW_LOG_DROPPED], before);
+	log_count_drops_in(NULL);
+}
+END_TEST
+
 static Suite *
 metrics_suite(void)
 {
@@ -433,6 +477,7 @@ metrics_suite(void)
 	tc = tcase_create("metrics_render");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_render_counts);
+	tcase_add_test(tc, test_render_log_dropped);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -204,6 +204,7 @@ health_main(const struct runtime *rt, int parent_fd)
 
 	memset(&h, 0, sizeof(h));
 	h.rt = rt;
+	metrics_health_attach();
 	if (child_drop_privileges(rt->cfg) == -1)
 		exit(CHILD_EXIT_CONFIG);
 	h.base = child_event_base();

@@ -324,11 +324,13 @@ master_on_channel(evutil_socket_t fd, short what, void *arg)
 }
 
 /* In a fresh child: keep its channel and, for a worker, the listening
- * sockets; close everything else, then reopen syslog if it is used. */
+ * sockets; close everything else, then open the child's own log (the
+ * log's descriptors are kept until then: a line logged meanwhile must
+ * not go to a descriptor number something else got). */
 static void
 master_child_fds(const struct child *c, const struct runtime *rt, int chan)
 {
-	size_t n = 2;
+	size_t n = 2 + LOG_MAX_FDS;
 	int *keep;
 
 	for (size_t i = 0; i < rt->nlisteners; i++)
@@ -342,10 +344,10 @@ master_child_fds(const struct child *c, const struct runtime *rt, int chan)
 	for (size_t i = 0; c->kind == CHILD_WORKER && i < rt->nlisteners; i++)
 		for (size_t j = 0; j < rt->listeners[i].nbinds; j++)
 			keep[n++] = rt->listeners[i].binds[j].fd;
+	n += log_fds(keep + n);
 	child_close_fds(keep, n);
 	free(keep);
-	log_setup(rt->cfg->log.target == CFG_LOG_SYSLOG,
-	    rt->cfg->log.facility, rt->cfg->log.level);
+	log_setup(rt->cfg);
 }
 
 /* Start c running rt. -1 (logged, errno set) when it could not be. */
@@ -1137,8 +1139,7 @@ master_reload_commit(struct master *m)
 	control_set_runtime(m->ctl, rt);
 	metrics_http_commit(m->metrics);
 	metrics_note_reload(true);
-	log_setup(rt->cfg->log.target == CFG_LOG_SYSLOG, rt->cfg->log.facility,
-	    rt->cfg->log.level);
+	log_setup(rt->cfg);
 	/* Removed listeners close now (the old workers close their copies
 	 * on SIGTERM); the runtime stays while its children drain. */
 	runtime_close(old);
@@ -1561,6 +1562,7 @@ master_run(struct config *cfg)
 	}
 	clients_shm_register(cfg);
 	shm_create(cfg);
+	metrics_master_attach();
 	err[0] = '\0';
 	m->rt = runtime_new(cfg, 1, NULL, &m->slots, err, sizeof(err));
 	if (m->rt == NULL) {

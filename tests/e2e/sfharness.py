@@ -106,6 +106,9 @@ class _LineCollector:
         self.eof = False
         self.name = name
         self._on_line = on_line
+        # Cleared by pause(): the thread stops reading (the pipe fills).
+        self._gate = threading.Event()
+        self._gate.set()
         self._thread = threading.Thread(target=self._run, args=(stream,),
                                         name=name, daemon=True)
         self._thread.start()
@@ -113,6 +116,7 @@ class _LineCollector:
     def _run(self, stream):
         try:
             for raw in stream:
+                self._gate.wait()
                 line = raw.decode('utf-8', 'replace').rstrip('\r\n')
                 if os.environ.get('SFTEST_VERBOSE'):
                     print('[%s] %s' % (self.name, line), flush=True)
@@ -137,7 +141,16 @@ class _LineCollector:
         with self.cond:
             return list(self.lines)
 
+    def pause(self):
+        """Stop reading: what the process writes stays in the pipe (and at
+        most one read's worth in this reader) until resume()."""
+        self._gate.clear()
+
+    def resume(self):
+        self._gate.set()
+
     def join(self, timeout=5):
+        self._gate.set()
         self._thread.join(timeout)
 
 
@@ -409,6 +422,13 @@ class Smtpfront:
 
     def wait_ready(self, timeout=15):
         return self.wait_log(r'\bready\b', timeout)
+
+    def pause_stderr(self):
+        """Nobody reads smtpfront's stderr until resume_stderr()."""
+        self._err.pause()
+
+    def resume_stderr(self):
+        self._err.resume()
 
     def sessions(self, pred=None):
         with self._err.cond:

@@ -47,6 +47,10 @@ struct conn {
 	int		 fd[2];
 	struct flow	 flow[2];	/* flow[CLIENT]: client to server */
 	struct conn	*next_dead;
+	struct in_addr	 peer;		/* the client, from accept4() */
+	in_port_t	 peer_port;
+	uint32_t	 mask[2];	/* events asked for fd[i] */
+	uint8_t		 added[2];	/* fd[i] is in the epoll set */
 	uint8_t		 connected;
 	uint8_t		 dead;
 };
@@ -54,6 +58,7 @@ struct conn {
 static int epfd;
 static int proxy_v2;
 static struct sockaddr_in backend;
+static struct sockaddr_in listen_addr;
 static int pool[FLOOR_POOL_MAX][2];
 static unsigned npool;
 static struct conn *dead;	/* freed after the batch of events */
@@ -109,73 +114,98 @@ conn_close(struct conn *c)
 	dead = c;
 }
 
-/* Move what fd[from] has to fd[!from] until one of them would block.
- * -1: the session is over (error on either socket). */
+/* Empty flow[from]'s pipe into fd[!from]; once it is empty after the
+ * reading side's FIN, pass the FIN on. -1: the session is over (an error,
+ * or both halves closed). */
 static int
-flow_pump(struct conn *c, int from)
+flow_write(struct conn *c, int from)
 {
 	struct flow *f = &c->flow[from];
-	int in = c->fd[from], out = c->fd[!from];
 	ssize_t n;
 
-	while (!f->done) {
-		if (f->piped > 0) {
-			n = splice(f->pipe[0], NULL, out, NULL, f->piped,
-			    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-			if (n == -1)
-				return errno == EAGAIN ? 0 : -1;
-			f->piped -= (uint32_t)n;
-			continue;
-		}
-		if (f->eof) {
-			pipe_put(f);
-			if (shutdown(out, SHUT_WR) == -1)
-				return -1;
-			f->done = 1;
-			break;
-		}
-		if (f->pipe[0] == -1 && pipe_get(f) == -1)
-			return -1;
-		n = splice(in, NULL, f->pipe[1], NULL, FLOOR_PIPE_SIZE,
+	while (f->piped > 0) {
+		n = splice(f->pipe[0], NULL, c->fd[!from], NULL, f->piped,
 		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-		if (n == 0) {
-			f->eof = 1;
-		} else if (n == -1) {
-			if (errno != EAGAIN)
-				return -1;
-			/* The pipe was empty, so the socket is: give it back. */
-			pipe_put(f);
-			return 0;
-		} else {
-			f->piped = (uint32_t)n;
-		}
+		if (n == -1)
+			return errno == EAGAIN ? 0 : -1;
+		f->piped -= (uint32_t)n;
 	}
-	if (c->flow[CLIENT].done && c->flow[SERVER].done)
-		return -1;	/* both halves closed: the session is over */
+	pipe_put(f);
+	if (f->eof && !f->done) {
+		if (shutdown(c->fd[!from], SHUT_WR) == -1)
+			return -1;
+		f->done = 1;
+	}
+	return c->flow[CLIENT].done && c->flow[SERVER].done ? -1 : 0;
+}
+
+/* One read of fd[from] into its flow's pipe, then on to fd[!from]. Level
+ * triggered: what one read leaves is reported again, so there is no
+ * read-until-EAGAIN (one more splice(2) per wake-up). */
+static int
+flow_read(struct conn *c, int from)
+{
+	struct flow *f = &c->flow[from];
+	ssize_t n;
+
+	if (f->eof || f->piped > 0)
+		return 0;
+	if (f->pipe[0] == -1 && pipe_get(f) == -1)
+		return -1;
+	n = splice(c->fd[from], NULL, f->pipe[1], NULL, FLOOR_PIPE_SIZE,
+	    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+	if (n == 0) {
+		f->eof = 1;
+	} else if (n == -1) {
+		if (errno != EAGAIN)
+			return -1;
+		pipe_put(f);	/* empty: idle sessions hold no pipe */
+		return 0;
+	} else
+		f->piped = (uint32_t)n;
+	return flow_write(c, from);
+}
+
+/* What fd[side] waits for: reading while its flow's pipe is empty (a full
+ * one waits for the other socket), writing while the other flow's pipe
+ * holds bytes for it. epoll_ctl(2) only when that changes: in a session
+ * that never blocks, at the connect and at the first FIN. */
+static int
+conn_want(struct conn *c, int side)
+{
+	struct epoll_event ev;
+	uint32_t want = 0;
+	int op;
+
+	if (!c->flow[side].eof && c->flow[side].piped == 0)
+		want |= EPOLLIN;
+	if (c->flow[!side].piped > 0)
+		want |= EPOLLOUT;
+	if (c->added[side] && want == c->mask[side])
+		return 0;
+	op = c->added[side] ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+	ev.events = want;
+	ev.data.u64 = (uint64_t)(uintptr_t)c | (uint64_t)side;
+	if (epoll_ctl(epfd, op, c->fd[side], &ev) == -1)
+		return -1;
+	c->mask[side] = want;
+	c->added[side] = 1;
 	return 0;
 }
 
-static int
-epoll_add(int fd, struct conn *c, int side)
-{
-	struct epoll_event ev;
-
-	ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-	ev.data.u64 = (uint64_t)(uintptr_t)c | (uint64_t)side;
-	return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
-}
-
 /* The client's addresses as smtpfront sends them: source the client, dest
- * the address it connected to. */
+ * the address it connected to (the listening one unless that is a
+ * wildcard: smtpfront asks getsockname() only then, too). */
 static int
-proxy_header(int fd, char *buf, size_t cap)
+proxy_header(const struct conn *c, char *buf, size_t cap)
 {
-	struct sockaddr_in src, dst;
-	socklen_t sl = sizeof(src), dl = sizeof(dst);
+	struct sockaddr_in src, dst = listen_addr;
+	socklen_t dl = sizeof(dst);
 
-	if (getpeername(fd, (struct sockaddr *)&src, &sl) == -1 ||
-	    getsockname(fd, (struct sockaddr *)&dst, &dl) == -1 ||
-	    src.sin_family != AF_INET)
+	src.sin_addr = c->peer;
+	src.sin_port = c->peer_port;
+	if (dst.sin_addr.s_addr == htonl(INADDR_ANY) &&
+	    getsockname(c->fd[CLIENT], (struct sockaddr *)&dst, &dl) == -1)
 		return -1;
 	if (!proxy_v2) {
 		char s[INET_ADDRSTRLEN], d[INET_ADDRSTRLEN];
@@ -208,13 +238,13 @@ conn_on_connected(struct conn *c)
 	if (getsockopt(c->fd[SERVER], SOL_SOCKET, SO_ERROR, &err, &len) == -1
 	    || err != 0)
 		return -1;
-	if ((n = proxy_header(c->fd[CLIENT], hdr, sizeof(hdr))) <= 0)
+	if ((n = proxy_header(c, hdr, sizeof(hdr))) <= 0)
 		return -1;
 	/* A fresh socket's send buffer takes a header this small whole. */
 	if (write(c->fd[SERVER], hdr, (size_t)n) != n)
 		return -1;
 	c->connected = 1;
-	return epoll_add(c->fd[CLIENT], c, CLIENT);
+	return 0;
 }
 
 static void
@@ -222,29 +252,32 @@ conn_on_event(struct conn *c, int side, uint32_t events)
 {
 	if (c->dead)
 		return;
+	/* A reset, or a socket closed both ways under us: nothing more to
+	 * relay (EPOLLERR and EPOLLHUP come whatever the mask). */
+	if (events & EPOLLERR)
+		goto close;
 	if (!c->connected) {
-		/* Only the server socket is in the set until then. */
-		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
-			return;
-		if (conn_on_connected(c) == -1) {
-			conn_close(c);
-			return;
-		}
-		events |= EPOLLIN;	/* the greeting may be there already */
+		/* Only the server socket is in the set, asking EPOLLOUT. */
+		if (conn_on_connected(c) == -1)
+			goto close;
+	} else {
+		if ((events & EPOLLOUT) && flow_write(c, !side) == -1)
+			goto close;
+		if ((events & (EPOLLIN | EPOLLHUP)) &&
+		    flow_read(c, side) == -1)
+			goto close;
 	}
-	if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
-	    flow_pump(c, side) == -1) {
-		conn_close(c);
-		return;
-	}
-	if ((events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) &&
-	    c->flow[!side].piped > 0 && flow_pump(c, !side) == -1)
-		conn_close(c);
+	if (conn_want(c, CLIENT) == -1 || conn_want(c, SERVER) == -1)
+		goto close;
+	return;
+close:
+	conn_close(c);
 }
 
 static void
-conn_new(int cfd)
+conn_new(int cfd, const struct sockaddr_in *peer)
 {
+	struct epoll_event ev;
 	struct conn *c;
 	int sfd, one = 1;
 
@@ -253,6 +286,10 @@ conn_new(int cfd)
 		return;
 	}
 	c->fd[CLIENT] = cfd;
+	c->peer = peer->sin_addr;
+	c->peer_port = peer->sin_port;
+	/* SMTP is small writes both ways, as smtpfront does: no Nagle. */
+	(void)setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->fd[SERVER] = -1;
 	for (int i = 0; i < 2; i++)
 		c->flow[i].pipe[0] = c->flow[i].pipe[1] = -1;
@@ -263,26 +300,43 @@ conn_new(int cfd)
 	}
 	c->fd[SERVER] = sfd;
 	(void)setsockopt(sfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if ((connect(sfd, (struct sockaddr *)&backend, sizeof(backend)) == -1 &&
-	    errno != EINPROGRESS) || epoll_add(sfd, c, SERVER) == -1)
+	if (connect(sfd, (struct sockaddr *)&backend, sizeof(backend)) == -1 &&
+	    errno != EINPROGRESS) {
 		conn_close(c);
+		return;
+	}
+	/* Until the connect completes, only the server socket, for writing;
+	 * the client's bytes wait in its socket (conn_want() then). */
+	ev.events = EPOLLOUT;
+	ev.data.u64 = (uint64_t)(uintptr_t)c | (uint64_t)SERVER;
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, sfd, &ev) == -1) {
+		conn_close(c);
+		return;
+	}
+	c->mask[SERVER] = EPOLLOUT;
+	c->added[SERVER] = 1;
 }
 
 static void
 on_accept(int lfd)
 {
+	struct sockaddr_in peer;
+	socklen_t len;
 	int fd;
 
 	for (;;) {
-		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd == -1) {
-			if (errno == EAGAIN || errno == EINTR ||
-			    errno == ECONNABORTED)
-				return;
-			/* EMFILE and the like: try again on the next event. */
+		len = sizeof(peer);
+		fd = accept4(lfd, (struct sockaddr *)&peer, &len,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		/* EAGAIN: all taken. EMFILE and the like: the listener
+		 * stays readable, so the next epoll_wait() tries again. */
+		if (fd == -1)
 			return;
+		if (peer.sin_family != AF_INET) {
+			close(fd);
+			continue;
 		}
-		conn_new(fd);
+		conn_new(fd, &peer);
 	}
 }
 
@@ -305,11 +359,11 @@ parse_addr(const char *text, struct sockaddr_in *sin)
 int
 main(int argc, char **argv)
 {
-	struct sockaddr_in la;
+	struct sockaddr_in *la = &listen_addr;
 	struct epoll_event ev, evs[FLOOR_EVENTS];
 	int lfd, one = 1;
 
-	if (argc != 4 || parse_addr(argv[1], &la) == -1 ||
+	if (argc != 4 || parse_addr(argv[1], la) == -1 ||
 	    parse_addr(argv[2], &backend) == -1 ||
 	    (strcmp(argv[3], "v1") != 0 && strcmp(argv[3], "v2") != 0)) {
 		fprintf(stderr, "usage: floor LISTEN_IPv4:PORT "
@@ -321,7 +375,7 @@ main(int argc, char **argv)
 	lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (lfd == -1 ||
 	    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-	    bind(lfd, (struct sockaddr *)&la, sizeof(la)) == -1 ||
+	    bind(lfd, (struct sockaddr *)la, sizeof(*la)) == -1 ||
 	    listen(lfd, 4096) == -1) {
 		perror("floor: listen");
 		return 1;

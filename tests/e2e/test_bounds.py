@@ -176,23 +176,25 @@ class BoundsMixin:
         finally:
             c.close()
 
-    def sample(self, worker, port, clients):
+    def sample(self, worker, port, backend_port, clients):
         """What may still move: the worker's RSS, the queues of every
-        socket smtpfront holds toward the clients and the backend (its
-        peer-side sockets: ss shows queues, not worker buffers), what
-        waits at the clients, and what the clients wrote."""
+        socket smtpfront holds toward the clients and toward the backend,
+        what waits at the clients, and what the clients wrote."""
         front = ss_sockets('(', 'sport', '=', ':%d' % port, ')')
+        back = ss_sockets('(', 'dport', '=', ':%d' % backend_port, ')')
         at_clients = ss_sockets('(', 'dport', '=', ':%d' % port, ')')
         return {
             'rss': h.rss_kb(worker),
             'front': sorted((s['peer'], s['recvq'], s['sendq'],
                              s.get('tb')) for s in front),
+            'back': sorted((s['local'], s['recvq'], s['sendq'])
+                           for s in back),
             'clients': sorted((s['local'], s['recvq'], s['sendq'])
                               for s in at_clients),
             'sent': [c.sent for c in clients],
         }
 
-    def settle(self, worker, port, clients):
+    def settle(self, worker, port, backend_port, clients):
         """Write until no client can write more, replies reached every
         client (each session is through to the backend: a session still
         waiting for its greeting moves nothing either) and nothing has
@@ -215,7 +217,7 @@ class BoundsMixin:
             if time.monotonic() < next_sample:
                 continue
             next_sample = time.monotonic() + SAMPLE_S
-            cur = self.sample(worker, port, clients)
+            cur = self.sample(worker, port, backend_port, clients)
             through = len(cur['clients']) == len(clients) and all(
                 q > 0 for _, q, _ in cur['clients'])
             still = still + 1 if cur == last and through else 0
@@ -228,14 +230,14 @@ class BoundsMixin:
                                         sum(cur['sent']),
                                         CLIENTS * PIPELINE_BYTES))
 
-    def measure(self, what, sf, worker):
+    def measure(self, what, sf, worker, backend_port):
         self.warm_up(sf.port)
         rss0 = h.rss_kb(worker)
         clients = []
         self.addCleanup(lambda: [c.close() for c in clients])
         for i in range(CLIENTS):
             clients.append(Pipeliner(sf.port, client_source(i)))
-        st = self.settle(worker, sf.port, clients)
+        st = self.settle(worker, sf.port, backend_port, clients)
         front = ss_sockets('(', 'sport', '=', ':%d' % sf.port, ')')
         at_clients = ss_sockets('(', 'dport', '=', ':%d' % sf.port, ')')
         growth = st['rss'] - rss0
@@ -283,7 +285,7 @@ class BackendBounds(BoundsMixin, unittest.TestCase):
         b = h.Backend(mode='normal', proxy='v2', name='b1')
         self.addCleanup(b.stop)
         sf, worker = self.start_smtpfront(b.port)
-        self.measure('test backend', sf, worker)
+        self.measure('test backend', sf, worker, b.port)
 
 
 @unittest.skipIf(h.FRONT != 'smtpfront', 'smtpfront only')
@@ -306,7 +308,7 @@ class PostfixBounds(BoundsMixin, unittest.TestCase):
             return [('', sf)] if sf is not None else []
         with logs_on_failure(fronts, lambda: [('', lab)]):
             sf, worker = self.start_smtpfront(lab.hostport)
-            self.measure('postfix', sf, worker)
+            self.measure('postfix', sf, worker, lab.port)
 
 
 def main():

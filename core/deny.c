@@ -395,20 +395,47 @@ deny_del(const struct cfg_cidr *net)
 	return true;
 }
 
-size_t
-deny_expire(int64_t now_ms)
+static void
+deny_entry_of(const struct deny_slot *s, struct deny_entry *e)
 {
+	memset(e, 0, sizeof(*e));
+	e->net.family = s->fam == 1 ? AF_INET : AF_INET6;
+	e->net.prefix = s->prefix;
+	memcpy(e->net.addr, s->net, 16);
+	e->expires_ms = s->expires_ms;
+	if (s->rec < DENY_MAX) {
+		e->added_ms = mem->rec[s->rec].added_ms;
+		memcpy(e->reason, mem->rec[s->rec].reason, DENY_REASON_MAX);
+		e->reason[DENY_REASON_MAX] = '\0';
+	}
+}
+
+size_t
+deny_expire(int64_t now_ms, void (*fn)(const struct deny_entry *e,
+    void *arg), void *arg, int64_t *next_ms)
+{
+	struct deny_entry e;
 	size_t n = 0;
 
+	*next_ms = 0;
 	if (mem == NULL || mem->h.count == 0)
 		return 0;
 	for (uint32_t i = 0; i < DENY_SLOTS; ) {
 		const struct deny_slot *s = &mem->slot[i];
 
-		if (s->fam == 0 || s->expires_ms == 0 ||
-		    s->expires_ms > now_ms) {
+		if (s->fam == 0 || s->expires_ms == 0) {
 			i++;
 			continue;
+		}
+		if (s->expires_ms > now_ms) {
+			if (*next_ms == 0 || s->expires_ms < *next_ms)
+				*next_ms = s->expires_ms;
+			i++;
+			continue;
+		}
+		if (fn != NULL) {
+			deny_entry_of(s, &e);
+			fn(&e, arg);
 		}
 		/* One bracket per entry: readers wait for one entry at
 		 * most. The hole is filled from later: look at i again. */
@@ -430,17 +457,7 @@ deny_foreach(bool (*fn)(const struct deny_entry *e, void *arg), void *arg)
 
 		if (s->fam == 0)
 			continue;
-		memset(&e, 0, sizeof(e));
-		e.net.family = s->fam == 1 ? AF_INET : AF_INET6;
-		e.net.prefix = s->prefix;
-		memcpy(e.net.addr, s->net, 16);
-		e.expires_ms = s->expires_ms;
-		if (s->rec < DENY_MAX) {
-			e.added_ms = mem->rec[s->rec].added_ms;
-			memcpy(e.reason, mem->rec[s->rec].reason,
-			    DENY_REASON_MAX);
-			e.reason[DENY_REASON_MAX] = '\0';
-		}
+		deny_entry_of(s, &e);
 		if (!fn(&e, arg))
 			return;
 	}

@@ -56,8 +56,6 @@ int deny_add(const struct cfg_cidr *net, int64_t expires_ms, int64_t added_ms,
     __attribute__((warn_unused_result));
 /* Remove `net` (exactly that network): false when it was not there. */
 bool deny_del(const struct cfg_cidr *net);
-/* Remove the entries expired at `now_ms`; how many. */
-size_t deny_expire(int64_t now_ms);
 /* Entries in the table (expired ones not yet removed included). */
 size_t deny_count(void);
 
@@ -67,6 +65,10 @@ struct deny_entry {
 	int64_t added_ms;
 	char reason[DENY_REASON_MAX + 1];
 };
+/* Remove the entries expired at `now_ms`, each shown to fn (NULL: none)
+ * first; how many. *next_ms: the earliest expiry left (0: none). */
+size_t deny_expire(int64_t now_ms, void (*fn)(const struct deny_entry *e,
+    void *arg), void *arg, int64_t *next_ms);
 /* Every entry, in table order; fn returns false to stop. */
 void deny_foreach(bool (*fn)(const struct deny_entry *e, void *arg),
     void *arg);

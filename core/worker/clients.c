@@ -415,14 +415,16 @@ clients_rate_remove_at(struct clients_rate_table *t, uint32_t i)
 	t->used--;
 }
 
-/* Forget every network whose last connection is `age` seconds old or
- * more; returns how many were still within their window. */
+/* Forget networks whose last connection is `age` seconds old or more,
+ * until `target` are left; returns how many were still within their
+ * window. */
 static unsigned
-clients_rate_forget(struct clients_rate_table *t, uint32_t now, uint32_t age)
+clients_rate_forget(struct clients_rate_table *t, uint32_t now, uint32_t age,
+    uint32_t target)
 {
 	unsigned inwindow = 0;
 
-	for (uint32_t i = 0; i < CLIENTS_RATE_SLOTS; ) {
+	for (uint32_t i = 0; i < CLIENTS_RATE_SLOTS && t->used > target; ) {
 		uint32_t last = t->e[i].last;
 
 		if (last == 0 || now - last < age) {
@@ -446,12 +448,13 @@ clients_rate_make_room(struct clients_rate_table *t, uint32_t now)
 	    2, 1, 0 };
 	unsigned evicted = 0;
 
-	for (size_t a = 0; a < sizeof(ages) / sizeof(ages[0]); a++) {
-		evicted += clients_rate_forget(t, now, ages[a]);
-		if (t->used <= (a == 0 ? CLIENTS_RATE_NETWORKS - 1 :
-		    CLIENTS_RATE_LOW))
-			break;
-	}
+	/* The expired ones all go (they cost nothing to forget); the others
+	 * only down to CLIENTS_RATE_LOW. */
+	(void)clients_rate_forget(t, now, ages[0], 0);
+	for (size_t a = 1; a < sizeof(ages) / sizeof(ages[0]) &&
+	    t->used > CLIENTS_RATE_NETWORKS - 1; a++)
+		evicted += clients_rate_forget(t, now, ages[a],
+		    CLIENTS_RATE_LOW);
 	if (evicted == 0)
 		return;
 	t->evictions += evicted;

@@ -141,6 +141,21 @@ deny_list_match(const struct cfg_cidr *list, size_t n,
 }
 
 void
+deny_cidr_unmap(struct cfg_cidr *c)
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	    0xff, 0xff };
+
+	if (c->family != AF_INET6 || c->prefix < 96 ||
+	    memcmp(c->addr, mapped, sizeof(mapped)) != 0)
+		return;
+	memmove(c->addr, c->addr + 12, 4);
+	memset(c->addr + 4, 0, 12);
+	c->family = AF_INET;
+	c->prefix -= 96;
+}
+
+void
 deny_cidr_fmt(const struct cfg_cidr *c, char *buf, size_t cap)
 {
 	char ip[INET6_ADDRSTRLEN];

@@ -34,6 +34,9 @@ bool deny_cidr_match(const struct cfg_cidr *net, const struct cfg_cidr *a);
 /* Inside one of list[0..n)? The first match, or NULL. */
 const struct cfg_cidr *deny_list_match(const struct cfg_cidr *list, size_t n,
     const struct cfg_cidr *a);
+/* An IPv4-mapped IPv6 network (::ffff:192.0.2.0/120) as the IPv4 one it
+ * is (192.0.2.0/24): clients are looked up unmapped. */
+void deny_cidr_unmap(struct cfg_cidr *c);
 /* "192.0.2.0/24", "2001:db8::/32" (a full-length one without "/len"). */
 void deny_cidr_fmt(const struct cfg_cidr *c, char *buf, size_t cap);
 

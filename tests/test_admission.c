@@ -454,6 +454,12 @@ START_TEST(test_deny_prefix_lengths)
 	    DENY_YES);
 	ck_assert_str_eq(hit, "2001:db8::/32");
 	ck_assert_int_eq(lookup("2001:db9::5", now, NULL, 0), DENY_NO);
+	c = cidr("::ffff:203.0.113.0/120");
+	deny_cidr_unmap(&c);
+	ck_assert_int_eq(c.family, AF_INET);
+	ck_assert_uint_eq(c.prefix, 24);
+	deny_cidr_fmt(&c, hit, sizeof(hit));
+	ck_assert_str_eq(hit, "203.0.113.0/24");
 	/* Expired: ignored by readers at once, removed by the sweep. */
 	ck_assert_int_eq(lookup("192.0.2.7", now + 3000, hit, sizeof(hit)),
 	    DENY_YES);

@@ -246,6 +246,7 @@ denyctl_add(struct evbuffer *out, int argc, char **argv, uid_t uid,
 		denyctl_error(out, err);
 		return;
 	}
+	deny_cidr_unmap(&c);
 	if (argc > 3 && argv[3][0] >= '0' && argv[3][0] <= '9') {
 		if (denyctl_duration(argv[3], &dur) == -1) {
 			snprintf(err, sizeof(err), "bad duration \"%.64s\": "
@@ -300,6 +301,7 @@ denyctl_del(struct evbuffer *out, int argc, char **argv, uid_t uid,
 		denyctl_error(out, err);
 		return;
 	}
+	deny_cidr_unmap(&c);
 	deny_cidr_fmt(&c, net, sizeof(net));
 	if (!deny_del(&c)) {
 		snprintf(err, sizeof(err), "no deny entry for %s", net);

@@ -61,7 +61,7 @@ int clients_reserve(const struct clients_key *k, uint32_t *sum)
 /* Seconds of the rate window (Postfix's anvil_rate_time_unit). */
 #define CLIENTS_RATE_WINDOW_S	60
 /* Networks one worker's rate table remembers at once. */
-#define CLIENTS_RATE_NETWORKS	16384
+#define CLIENTS_RATE_NETWORKS	8192
 /* The clock of the rate buckets (CLOCK_MONOTONIC seconds); tests replace
  * it to cross a minute without waiting for one. */
 extern uint32_t (*clients_rate_clock)(void);

@@ -331,6 +331,46 @@ START_TEST(test_rate_window)
 }
 END_TEST
 
+/* A worker exits (a reload, a crash): the master moves its counts to the
+ * retired table before it zeroes the slot, so its networks do not get a
+ * fresh minute. */
+START_TEST(test_rate_survives_worker_exit)
+{
+	struct admit_hold h;
+
+	setup("    max_connection_rate_per_client: 10\n");
+	clients_rate_retired_create();
+	real_clock = clients_rate_clock;
+	clients_rate_clock = fake_clock;
+	fake_now = 2000;
+	shm_worker_attach(3);
+	clients_attach();
+	for (int i = 0; i < 6; i++) {
+		ck_assert_int_eq(admit("192.0.2.1", &h), ADMIT_OK);
+		admission_release(&listener, &h);
+	}
+	fake_now = 2030;
+	clients_rate_retire(3);
+	shm_slot_reset(3);
+	clients_rate_retire(3);		/* nothing left: counted once */
+	shm_worker_attach(0);
+	clients_attach();
+	for (int i = 0; i < 4; i++) {
+		ck_assert_int_eq(admit("192.0.2.2", &h), ADMIT_OK);
+		admission_release(&listener, &h);
+	}
+	ck_assert_int_eq(admit("192.0.2.3", &h), ADMIT_CLIENT_RATE);
+	/* Those six were of second 2000: gone at 2060. */
+	fake_now = 2060;
+	for (int i = 0; i < 6; i++) {
+		ck_assert_int_eq(admit("192.0.2.3", &h), ADMIT_OK);
+		admission_release(&listener, &h);
+	}
+	ck_assert_int_eq(admit("192.0.2.3", &h), ADMIT_CLIENT_RATE);
+	clients_rate_clock = real_clock;
+}
+END_TEST
+
 START_TEST(test_rate_table_full_forgets_oldest)
 {
 	struct clients_key k;
@@ -617,6 +657,7 @@ admission_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("clients_rate");
 	tcase_add_test(tc, test_rate_window);
+	tcase_add_test(tc, test_rate_survives_worker_exit);
 	tcase_add_test(tc, test_rate_table_full_forgets_oldest);
 	tcase_set_timeout(tc, 30);
 	suite_add_tcase(s, tc);

@@ -768,6 +768,7 @@ master_reap(struct master *m)
 			master_rt_gc(m, rt);
 		}
 		if (c->kind == CHILD_WORKER) {
+			clients_rate_retire(c->slot);
 			shm_slot_reset(c->slot);
 			/* A connection that woke it may still wait. */
 			worker_kick(m->kick_fd);
@@ -1565,6 +1566,7 @@ master_run(struct config *cfg)
 	clients_shm_register(cfg);
 	shm_create(cfg);
 	deny_create();
+	clients_rate_retired_create();
 	err[0] = '\0';
 	m->rt = runtime_new(cfg, 1, NULL, &m->slots, err, sizeof(err));
 	if (m->rt == NULL) {

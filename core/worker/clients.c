@@ -13,6 +13,8 @@
  * network connected and one count per second of the window, so a reader
  * knows which buckets are current without the writer having cleared them.
  */
+#include <sys/mman.h>
+
 #include <sched.h>
 #include <stddef.h>
 #include <string.h>
@@ -327,6 +329,8 @@ struct clients_rate_table {
 #define CLIENTS_RATE_LOW	(CLIENTS_RATE_NETWORKS / 8 * 7)
 
 static struct clients_rate_table *rate_mine;
+/* Exited workers' counts: written by the master only. */
+static struct clients_rate_table *rate_retired;
 static int64_t rate_warned_s;
 
 static uint32_t
@@ -541,11 +545,15 @@ clients_rate_count(const struct clients_key *k, uint32_t *sum)
 	uint32_t now = clients_rate_clock();
 
 	*sum = 0;
-	for (unsigned s = 0; s < n; s++) {
+	/* Slot n stands for the retired table. */
+	for (unsigned s = 0; s <= n; s++) {
 		size_t len = 0;
-		const struct clients_rate_table *t = shm_slot_region(s,
-		    SHM_SLOT_RATE, &len);
+		const struct clients_rate_table *t = s < n ? shm_slot_region(s,
+		    SHM_SLOT_RATE, &len) : rate_retired;
 		unsigned tries = 0;
+
+		if (s == n && t != NULL)
+			len = clients_rate_bytes();
 
 		while (t != NULL && len >= clients_rate_bytes()) {
 			uint32_t s1, i, c = 0;
@@ -562,6 +570,92 @@ clients_rate_count(const struct clients_key *k, uint32_t *sum)
 		}
 	}
 	return 0;
+}
+
+void
+clients_rate_retired_create(void)
+{
+	void *p;
+
+	if (rate_retired != NULL)
+		return;
+	p = mmap(NULL, clients_rate_bytes(), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		log_warn("clients: no table for the rate counts of exited "
+		    "workers");
+		return;
+	}
+	rate_retired = p;
+}
+
+/* Add the counts of `from` (a table nobody writes any more) for the
+ * window ending at `now` into entry `to`. */
+static void
+clients_rate_merge(struct clients_rate_entry *to,
+    const struct clients_rate_entry *from, uint32_t now)
+{
+	uint32_t last = from->last > to->last ? from->last : to->last;
+	uint32_t lo = now >= CLIENTS_RATE_WINDOW_S ?
+	    now - CLIENTS_RATE_WINDOW_S + 1 : 0;
+
+	if (last > now)
+		last = now;
+	/* Bring `to` up to `last` (its seconds past the window cleared). */
+	for (uint32_t t = to->last + 1; to->last != 0 && t <= last &&
+	    t - to->last <= CLIENTS_RATE_WINDOW_S; t++)
+		to->b[t % CLIENTS_RATE_WINDOW_S] = 0;
+	if (to->last == 0)
+		memset(to->b, 0, sizeof(to->b));
+	to->last = last;
+	for (uint32_t t = lo; t <= from->last && t <= last; t++) {
+		uint32_t v;
+
+		if (from->last - t >= CLIENTS_RATE_WINDOW_S)
+			continue;
+		v = (uint32_t)to->b[t % CLIENTS_RATE_WINDOW_S] +
+		    from->b[t % CLIENTS_RATE_WINDOW_S];
+		to->b[t % CLIENTS_RATE_WINDOW_S] = v > UINT16_MAX ?
+		    UINT16_MAX : (uint16_t)v;
+	}
+}
+
+void
+clients_rate_retire(unsigned slot)
+{
+	size_t len = 0;
+	const struct clients_rate_table *t = shm_slot_region(slot,
+	    SHM_SLOT_RATE, &len);
+	struct clients_rate_table *r = rate_retired;
+	uint32_t now = clients_rate_clock();
+
+	if (t == NULL || r == NULL || len < clients_rate_bytes() ||
+	    t->used == 0)
+		return;
+	for (uint32_t i = 0; i < CLIENTS_RATE_SLOTS; i++) {
+		const struct clients_rate_entry *e = &t->e[i];
+		uint32_t j;
+
+		if (e->last == 0 || now - e->last >= CLIENTS_RATE_WINDOW_S)
+			continue;
+		/* One bracket per entry: readers wait for one at most. */
+		clients_write_begin_seq(&r->seq);
+		j = clients_rate_find(r, &e->key);
+		if (j != UINT32_MAX && r->e[j].last == 0 &&
+		    r->used + 1 > CLIENTS_RATE_NETWORKS) {
+			clients_rate_make_room(r, now);
+			j = clients_rate_find(r, &e->key);
+		}
+		if (j != UINT32_MAX) {
+			if (r->e[j].last == 0) {
+				memset(&r->e[j], 0, sizeof(r->e[j]));
+				r->e[j].key = e->key;
+				r->used++;
+			}
+			clients_rate_merge(&r->e[j], e, now);
+		}
+		clients_write_end_seq(&r->seq);
+	}
 }
 
 uint64_t

@@ -82,6 +82,15 @@ int clients_rate_count(const struct clients_key *k, uint32_t *sum)
     __attribute__((warn_unused_result));
 /* Networks this worker's rate table forgot while still in their window. */
 uint64_t clients_rate_evictions(void);
+/*
+ * Master: the rate table of exited workers (one more table, written only
+ * by the master, summed by every reader), created before forking, so a
+ * reload or a worker's death does not give its networks a fresh minute.
+ */
+void clients_rate_retired_create(void);
+/* Master, when it reaps the worker of `slot` and before it zeroes the
+ * slot: its rate counts move to the retired table. */
+void clients_rate_retire(unsigned slot);
 enum clients_room {
 	CLIENTS_ROOM_NONE,		/* not accepting (gone, or draining) */
 	CLIENTS_ROOM_YES,		/* accepting, below its session cap */

@@ -197,6 +197,13 @@ class AdmissionTest(h.ControlClient, unittest.TestCase):
         self.assertEqual(s['client'].split(']')[0], '[127.0.0.200')
         self.assertIn('30 new connections in the last minute',
                       s.get('last_error', ''))
+        # A reload: the workers that counted them exit, their counts stay
+        # (the master keeps what exited workers counted).
+        self.assertEqual(self.ok(sf, 'reload'), 'ok: generation 2\n')
+        self.wait_status(sf, lambda d: len(d['workers']) == 4 and all(
+            w['generation'] == 2 for w in d['workers']),
+            'old workers gone')
+        self.assertRegex(first_line(sf.port, '127.0.0.203'), LIMIT_TEXT)
         # Still refused well inside the minute (refusals are not counted,
         # so they do not push the window on).
         time.sleep(max(0, t30 + 45 - time.monotonic()))

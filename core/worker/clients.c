@@ -437,8 +437,11 @@ clients_rate_forget(struct clients_rate_table *t, uint32_t now, uint32_t age,
 		}
 		if (now - last < CLIENTS_RATE_WINDOW_S)
 			inwindow++;
-		/* The hole is filled from later: look at i again. */
+		/* One bracket per entry, so readers never wait for a whole
+		 * sweep. The hole is filled from later: look at i again. */
+		clients_write_begin_seq(&t->seq);
 		clients_rate_remove_at(t, i);
+		clients_write_end_seq(&t->seq);
 	}
 	return inwindow;
 }
@@ -481,17 +484,16 @@ clients_rate_reserve(const struct clients_key *k, uint32_t *sum,
 
 	if (t == NULL)
 		return -1;
-	clients_write_begin_seq(&t->seq);
+	/* Only this worker writes its table: what it finds stays true. */
 	i = clients_rate_find(t, k);
 	if (i != UINT32_MAX && t->e[i].last == 0 &&
 	    t->used + 1 > CLIENTS_RATE_NETWORKS) {
 		clients_rate_make_room(t, now);
 		i = clients_rate_find(t, k);
 	}
-	if (i == UINT32_MAX) {
-		clients_write_end_seq(&t->seq);
+	if (i == UINT32_MAX)
 		return -1;
-	}
+	clients_write_begin_seq(&t->seq);
 	e = &t->e[i];
 	if (e->last == 0) {
 		memset(e, 0, sizeof(*e));
@@ -638,14 +640,14 @@ clients_rate_retire(unsigned slot)
 
 		if (e->last == 0 || now - e->last >= CLIENTS_RATE_WINDOW_S)
 			continue;
-		/* One bracket per entry: readers wait for one at most. */
-		clients_write_begin_seq(&r->seq);
 		j = clients_rate_find(r, &e->key);
 		if (j != UINT32_MAX && r->e[j].last == 0 &&
 		    r->used + 1 > CLIENTS_RATE_NETWORKS) {
 			clients_rate_make_room(r, now);
 			j = clients_rate_find(r, &e->key);
 		}
+		/* One bracket per entry: readers wait for one at most. */
+		clients_write_begin_seq(&r->seq);
 		if (j != UINT32_MAX) {
 			if (r->e[j].last == 0) {
 				memset(&r->e[j], 0, sizeof(r->e[j]));

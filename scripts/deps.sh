@@ -38,7 +38,7 @@ pkg) want="$build $pkg" ;;
 test) want="$build $pkg $test" ;;
 prometheus) want="prometheus" ;;
 -h | --help)
-	sed -n '3,24p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '3,25p' "$0" | sed 's/^# \{0,1\}//'
 	exit 0 ;;
 *)
 	echo "usage: $0 [build|pkg|test|prometheus]" >&2

@@ -235,6 +235,17 @@ deny_write_end(void)
 	__atomic_store_n(&mem->h.seq, mem->h.seq + 1, __ATOMIC_RELAXED);
 }
 
+void
+deny_write_hold(bool held)
+{
+	if (mem != NULL && held != ((mem->h.seq & 1) != 0)) {
+		if (held)
+			deny_write_begin();
+		else
+			deny_write_end();
+	}
+}
+
 static void
 deny_map(int fd)
 {

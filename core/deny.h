@@ -85,6 +85,10 @@ int deny_save(const char *dir, char *err, size_t errlen)
 long deny_load(const char *dir, size_t *skipped, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* For a test that plays the master stopped in the middle of a write: the
+ * sequence goes odd (held) and even again. */
+void deny_write_hold(bool held);
+
 /* ---- workers ---- */
 enum deny_verdict {
 	DENY_NO,

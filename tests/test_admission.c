@@ -523,6 +523,32 @@ START_TEST(test_deny_prefix_lengths)
 }
 END_TEST
 
+/* The master stopped in the middle of a write: a reader waits a moment,
+ * then says it cannot tell, and admission refuses (421), never admits. */
+START_TEST(test_deny_stuck_writer_refuses)
+{
+	struct admit_hold h;
+	struct cfg_cidr c;
+	char err[128];
+
+	setup("");
+	deny_clear();
+	c = cidr("192.0.2.66");
+	ck_assert_int_eq(deny_add(&c, 0, 1, "", err, sizeof(err)), 0);
+	deny_write_hold(true);
+	ck_assert_int_eq(lookup("192.0.2.66", 1, NULL, 0), DENY_UNKNOWN);
+	ck_assert_int_eq(lookup("192.0.2.55", 1, NULL, 0), DENY_UNKNOWN);
+	ck_assert_int_eq(admit("192.0.2.55", &h), ADMIT_OVERLOAD);
+	ck_assert(!h.listener && !h.client);
+	deny_write_hold(false);
+	ck_assert_int_eq(lookup("192.0.2.66", 1, NULL, 0), DENY_YES);
+	ck_assert_int_eq(admit("192.0.2.66", &h), ADMIT_DENIED_RUNTIME);
+	ck_assert_int_eq(admit("192.0.2.55", &h), ADMIT_OK);
+	admission_release(&listener, &h);
+	deny_clear();
+}
+END_TEST
+
 static double
 lookups_ns(int n)
 {
@@ -663,6 +689,7 @@ admission_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("deny");
 	tcase_add_test(tc, test_deny_prefix_lengths);
+	tcase_add_test(tc, test_deny_stuck_writer_refuses);
 	tcase_add_test(tc, test_deny_100000);
 	tcase_add_test(tc, test_deny_state_file);
 	tcase_set_timeout(tc, 60);

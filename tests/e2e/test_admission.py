@@ -197,6 +197,13 @@ class AdmissionTest(h.ControlClient, unittest.TestCase):
         self.assertEqual(s['client'].split(']')[0], '[127.0.0.200')
         self.assertIn('30 new connections in the last minute',
                       s.get('last_error', ''))
+        m = self.ok(sf, 'metrics')
+        self.assertRegex(m, r'smtpfront_refusals_total\{listener="smtp",'
+                         r'reason="client-rate"\} 1\n')
+        st = self.status(sf)
+        self.assertEqual(st['listeners'][0]['sessions']['client-rate'], 1)
+        self.assertEqual(
+            st['listeners'][0]['max_connection_rate_per_client'], 30)
         # A reload: the workers that counted them exit, their counts stay
         # (the master keeps what exited workers counted).
         self.assertEqual(self.ok(sf, 'reload'), 'ok: generation 2\n')

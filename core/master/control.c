@@ -31,9 +31,9 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "core/deny.h"
 #include "core/json.h"
 #include "core/log.h"
-#include "core/deny.h"
 #include "core/master/control.h"
 #include "core/master/denyctl.h"
 #include "core/metrics.h"

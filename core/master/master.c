@@ -46,9 +46,9 @@
 #include <event2/event.h>
 
 #include "core/child.h"
+#include "core/deny.h"
 #include "core/health/health.h"
 #include "core/log.h"
-#include "core/deny.h"
 #include "core/master/control.h"
 #include "core/master/denyctl.h"
 #include "core/master/master.h"

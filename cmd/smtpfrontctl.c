@@ -43,7 +43,14 @@ usage(FILE *out)
 	    "                       checks go on\n"
 	    "  reload               re-read the configuration; answers once the\n"
 	    "                       new workers accept, or with the errors\n"
-	    "  metrics              the Prometheus metrics (as GET /metrics)\n");
+	    "  metrics              the Prometheus metrics (as GET /metrics)\n"
+	    "  deny add CIDR [DURATION] [REASON]\n"
+	    "                       refuse a client network on every listener\n"
+	    "                       (421 4.7.1) for DURATION (600s, 10m, 1h)\n"
+	    "                       or until removed\n"
+	    "  deny del CIDR        remove that entry\n"
+	    "  deny list            runtime entries (time left, reason) and the\n"
+	    "                       listeners' static deny lists\n");
 }
 
 /*
@@ -180,6 +187,36 @@ ctl_fmt_duration(double s, char *buf, size_t cap)
 		snprintf(buf, cap, "%lldd%02lldh", t / 86400, t / 3600 % 24);
 }
 
+static void
+ctl_print_cidrs(const char *what, const struct json *a)
+{
+	if (a == NULL || a->type != JSON_ARRAY || a->nitems == 0)
+		return;
+	printf("; %s", what);
+	for (size_t i = 0; i < a->nitems; i++)
+		printf("%s%s", i > 0 ? ", " : " ",
+		    a->items[i]->type == JSON_STRING ? a->items[i]->str : "?");
+}
+
+/* Under a listener: its per-client limits, who is exempt, who refused. */
+static void
+ctl_print_limits(const struct json *l, int indent)
+{
+	double per = json_get_num(l, "max_connections_per_client", 0);
+	double rate = json_get_num(l, "max_connection_rate_per_client", 0);
+
+	printf("%-*s limits:", indent, "");
+	if (per > 0)
+		printf(" %.0f connections per client network", per);
+	else
+		printf(" no per-client limit");
+	if (rate > 0)
+		printf(", %.0f new per minute", rate);
+	ctl_print_cidrs("exempt:", json_get(l, "client_limit_exceptions"));
+	ctl_print_cidrs("denied (554):", json_get(l, "deny"));
+	printf("\n");
+}
+
 /*
  * Each listener: its sessions against max_connections, then how the
  * sessions since start ended, the ones that happened only:
@@ -217,6 +254,7 @@ ctl_print_listeners(const struct json *ls)
 			any = true;
 		}
 		printf("%s\n", any ? "" : "none yet");
+		ctl_print_limits(l, wname);
 	}
 }
 
@@ -242,6 +280,11 @@ ctl_print_status(const struct json *st)
 		    json_get_num(w, "active", 0));
 	}
 	ctl_print_listeners(json_get(st, "listeners"));
+	if (json_get(st, "deny") != NULL)
+		printf("\nruntime deny entries: %.0f of at most %.0f (see "
+		    "smtpfrontctl deny list)\n",
+		    json_get_num(json_get(st, "deny"), "entries", 0),
+		    json_get_num(json_get(st, "deny"), "max", 0));
 	for (size_t i = 0; pools != NULL && pools->type == JSON_ARRAY &&
 	    i < pools->nitems; i++) {
 		const struct json *p = pools->items[i];
@@ -290,6 +333,98 @@ ctl_print_status(const struct json *st)
 			    json_get_str(s, "reason", ""));
 		}
 	}
+}
+
+/* The request line of `deny add|del|list`: -1 on bad usage. Words of a
+ * reason are sent as they are (the master joins them with spaces). */
+static int
+ctl_deny_request(int nargs, char **argv, char *req, size_t cap)
+{
+	size_t off;
+
+	if (nargs < 1)
+		return -1;
+	if (strcmp(argv[1], "list") == 0) {
+		if (nargs != 1)
+			return -1;
+		snprintf(req, cap, "deny list\n");
+		return 0;
+	}
+	if ((strcmp(argv[1], "add") != 0 && strcmp(argv[1], "del") != 0) ||
+	    nargs < 2 || (strcmp(argv[1], "del") == 0 && nargs != 2))
+		return -1;
+	off = (size_t)snprintf(req, cap, "deny %s", argv[1]);
+	for (int i = 2; i <= nargs; i++) {
+		if (strpbrk(argv[i], "\r\n") != NULL || off + strlen(argv[i]) +
+		    3 > cap)
+			return -1;
+		off += (size_t)snprintf(req + off, cap - off, " %s", argv[i]);
+	}
+	snprintf(req + off, cap - off, "\n");
+	return 0;
+}
+
+/* What `deny` answered, for a human: a table for `list`. */
+static int
+ctl_print_deny(const char *sub, const struct json *ans)
+{
+	const struct json *e = json_get(ans, "entries");
+	const struct json *st = json_get(ans, "static");
+	int wnet = 7;
+	char left[32];
+
+	if (strcmp(sub, "add") == 0) {
+		const struct json *x = json_get(ans, "expires_in_s");
+
+		if (x != NULL && x->type == JSON_NUMBER) {
+			ctl_fmt_duration(x->num, left, sizeof(left));
+			printf("ok: %s denied for %s\n",
+			    json_get_str(ans, "network", "?"), left);
+		} else {
+			printf("ok: %s denied until removed\n",
+			    json_get_str(ans, "network", "?"));
+		}
+		return 0;
+	}
+	if (strcmp(sub, "del") == 0) {
+		printf("ok: %s removed\n", json_get_str(ans, "network", "?"));
+		return 0;
+	}
+	for (size_t i = 0; e != NULL && e->type == JSON_ARRAY &&
+	    i < e->nitems; i++) {
+		int n = (int)strlen(json_get_str(e->items[i], "network", ""));
+
+		wnet = n > wnet ? n : wnet;
+	}
+	for (size_t i = 0; st != NULL && st->type == JSON_ARRAY &&
+	    i < st->nitems; i++) {
+		int n = (int)strlen(json_get_str(st->items[i], "network", ""));
+
+		wnet = n > wnet ? n : wnet;
+	}
+	printf("%-*s %-10s %s\n", wnet, "NETWORK", "EXPIRES IN", "REASON");
+	for (size_t i = 0; e != NULL && e->type == JSON_ARRAY &&
+	    i < e->nitems; i++) {
+		const struct json *x = json_get(e->items[i], "expires_in_s");
+		const char *why = json_get_str(e->items[i], "reason", "");
+
+		if (x != NULL && x->type == JSON_NUMBER)
+			ctl_fmt_duration(x->num < 1 ? 1 : x->num, left,
+			    sizeof(left));
+		else
+			snprintf(left, sizeof(left), "never");
+		printf("%-*s %-10s %s\n", wnet,
+		    json_get_str(e->items[i], "network", "?"), left,
+		    why[0] != '\0' ? why : "-");
+	}
+	for (size_t i = 0; st != NULL && st->type == JSON_ARRAY &&
+	    i < st->nitems; i++)
+		printf("%-*s %-10s listener %s deny list (554 5.7.1)\n", wnet,
+		    json_get_str(st->items[i], "network", "?"), "never",
+		    json_get_str(st->items[i], "listener", "?"));
+	printf("%.0f runtime entries (at most %.0f)\n",
+	    json_get_num(ans, "count", 0), json_get_num(ans, "max", 0));
+	return 0;
 }
 
 /* The "warnings" of an answer, on stderr. */
@@ -385,6 +520,10 @@ main(int argc, char **argv)
 		if (nargs != 0)
 			goto bad_usage;
 		snprintf(request, sizeof(request), "metrics\n");
+	} else if (strcmp(cmd, "deny") == 0) {
+		if (ctl_deny_request(nargs, argv, request, sizeof(request)) ==
+		    -1)
+			goto bad_usage;
 	} else {
 		fprintf(stderr, "smtpfrontctl: unknown command \"%s\"\n", cmd);
 		usage(stderr);
@@ -419,6 +558,8 @@ main(int argc, char **argv)
 		if (!raw)
 			ctl_print_status(ans);
 		rc = 0;
+	} else if (strcmp(cmd, "deny") == 0) {
+		rc = ctl_print_deny(argv[1], ans);
 	} else {
 		if (json_get(ans, "generation") != NULL)
 			printf("ok: generation %.0f\n",

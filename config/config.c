@@ -30,6 +30,9 @@
 #define CFG_FILE_MAX (16u << 20)
 #define CFG_WORKERS_MAX 1024
 #define CFG_CONNECTIONS_MAX 1000000
+/* New connections per client network per minute (the rate table counts
+ * each second in 16 bits). */
+#define CFG_RATE_MAX 60000
 
 const char *const cfg_balance_names[] = {
 	"roundrobin", "leastconn", "source", "first", NULL,
@@ -137,6 +140,10 @@ static int cfg_parse_control_mode(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_listeners(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_bind(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_trusted(struct cfg_parser *, yaml_node_t *, void *);
+static int cfg_parse_exceptions(struct cfg_parser *, yaml_node_t *, void *);
+static int cfg_parse_deny(struct cfg_parser *, yaml_node_t *, void *);
+static int cfg_parse_state_directory(struct cfg_parser *, yaml_node_t *,
+    void *);
 static int cfg_parse_pools(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_servers(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_server_address(struct cfg_parser *, yaml_node_t *, void *);
@@ -177,6 +184,10 @@ static const struct cfg_key cfg_listener_keys[] = {
 	    1, CFG_CONNECTIONS_MAX),
 	K_UINT(struct cfg_listener, "max_connections_per_client",
 	    max_connections_per_client, 0, CFG_CONNECTIONS_MAX),
+	K_UINT(struct cfg_listener, "max_connection_rate_per_client",
+	    max_connection_rate_per_client, 0, CFG_RATE_MAX),
+	K_FUNC("client_limit_exceptions", cfg_parse_exceptions),
+	K_FUNC("deny", cfg_parse_deny),
 	K_BOOL(struct cfg_listener, "accept_proxy", accept_proxy),
 	K_FUNC("trusted_proxies", cfg_parse_trusted),
 	K_DUR(struct cfg_listener, "proxy_timeout", proxy_timeout_ms),
@@ -234,6 +245,7 @@ static const struct cfg_key cfg_root_keys[] = {
 	K_STR(struct config, "group", group),
 	K_DUR(struct config, "shutdown_timeout", shutdown_timeout_ms),
 	K_HOST(struct config, "hostname", hostname),
+	K_FUNC("state_directory", cfg_parse_state_directory),
 	K_MAP("log", 0, cfg_log_section),
 	K_MAP("control", 0, cfg_control_section),
 	K_FUNC("metrics", cfg_parse_metrics),
@@ -962,10 +974,11 @@ cfg_parse_bind(struct cfg_parser *p, yaml_node_t *v, void *obj)
 	return rc;
 }
 
+/* A list of networks into *list / *n ("what": the key, for messages). */
 static int
-cfg_parse_trusted(struct cfg_parser *p, yaml_node_t *v, void *obj)
+cfg_parse_cidrs(struct cfg_parser *p, yaml_node_t *v, struct cfg_cidr **list,
+    size_t *n)
 {
-	struct cfg_listener *l = obj;
 	int rc = 0;
 
 	if (v->type != YAML_SEQUENCE_NODE)
@@ -973,8 +986,9 @@ cfg_parse_trusted(struct cfg_parser *p, yaml_node_t *v, void *obj)
 		    "[192.0.2.0/24], got %s", cfg_kind_name(v));
 	for (yaml_node_item_t *it = v->data.sequence.items.start;
 	    it < v->data.sequence.items.top && !p->stop; it++) {
-		yaml_node_t *n = cfg_node(p, *it);
-		const char *s = cfg_scalar(p, n, "a network like 192.0.2.0/24");
+		yaml_node_t *node = cfg_node(p, *it);
+		const char *s = cfg_scalar(p, node,
+		    "a network like 192.0.2.0/24");
 		struct cfg_cidr c, *arr;
 		char err[256];
 
@@ -983,17 +997,63 @@ cfg_parse_trusted(struct cfg_parser *p, yaml_node_t *v, void *obj)
 			continue;
 		}
 		if (cfg_parse_cidr(s, &c, err, sizeof err) == -1) {
-			rc = cfg_verror(p, n, "%s", err);
+			rc = cfg_verror(p, node, "%s", err);
 			continue;
 		}
-		arr = cfg_array_add(p, n, l->trusted_proxies, l->ntrusted_proxies,
-		    sizeof *arr);
+		arr = cfg_array_add(p, node, *list, *n, sizeof *arr);
 		if (arr == NULL)
 			return -1;
-		l->trusted_proxies = arr;
-		l->trusted_proxies[l->ntrusted_proxies++] = c;
+		*list = arr;
+		(*list)[(*n)++] = c;
 	}
 	return rc;
+}
+
+static int
+cfg_parse_trusted(struct cfg_parser *p, yaml_node_t *v, void *obj)
+{
+	struct cfg_listener *l = obj;
+
+	return cfg_parse_cidrs(p, v, &l->trusted_proxies,
+	    &l->ntrusted_proxies);
+}
+
+static int
+cfg_parse_exceptions(struct cfg_parser *p, yaml_node_t *v, void *obj)
+{
+	struct cfg_listener *l = obj;
+
+	return cfg_parse_cidrs(p, v, &l->client_limit_exceptions,
+	    &l->nclient_limit_exceptions);
+}
+
+static int
+cfg_parse_deny(struct cfg_parser *p, yaml_node_t *v, void *obj)
+{
+	struct cfg_listener *l = obj;
+
+	return cfg_parse_cidrs(p, v, &l->deny, &l->ndeny);
+}
+
+/* An absolute path: the master writes the deny entries there. */
+static int
+cfg_parse_state_directory(struct cfg_parser *p, yaml_node_t *v, void *obj)
+{
+	struct config *cfg = obj;
+	const char *s = cfg_scalar(p, v, "an absolute directory path");
+
+	if (s == NULL)
+		return -1;
+	if (s[0] != '/')
+		return cfg_verror(p, v, "expected an absolute directory path "
+		    "like /var/lib/smtpfront");
+	if (strlen(s) >= sizeof cfg->state_directory)
+		return cfg_verror(p, v, "path too long (at most %zu bytes)",
+		    sizeof cfg->state_directory - 1);
+	memcpy(cfg->state_directory, s, strlen(s) + 1);
+	cfg->state_directory_pos.line = (unsigned)v->start_mark.line + 1;
+	cfg->state_directory_pos.column = (unsigned)v->start_mark.column + 1;
+	return 0;
 }
 
 static int
@@ -1503,6 +1563,8 @@ cfg_free(struct config *cfg)
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		free(cfg->listeners[i].binds);
 		free(cfg->listeners[i].trusted_proxies);
+		free(cfg->listeners[i].client_limit_exceptions);
+		free(cfg->listeners[i].deny);
 	}
 	free(cfg->listeners);
 	for (size_t i = 0; i < cfg->npools; i++)

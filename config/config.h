@@ -109,6 +109,11 @@ struct cfg_listener {
 	enum cfg_listener_mode mode;	/* default smtp */
 	unsigned max_connections;	/* default 10000 */
 	unsigned max_connections_per_client; /* default 0 */
+	unsigned max_connection_rate_per_client; /* per minute, default 0 */
+	struct cfg_cidr *client_limit_exceptions; /* the two above skip these */
+	size_t nclient_limit_exceptions;
+	struct cfg_cidr *deny;		/* refused with 554 5.7.1 */
+	size_t ndeny;
 	bool accept_proxy;		/* default false */
 	struct cfg_cidr *trusted_proxies;
 	size_t ntrusted_proxies;
@@ -143,6 +148,8 @@ struct config {
 	char group[64];			/* "" = no change */
 	unsigned shutdown_timeout_ms;	/* default 60000 */
 	char hostname[256];		/* default: FQDN of this host */
+	char state_directory[256];	/* "" = none: runtime deny entries
+					 * last until a restart */
 	struct {
 		enum cfg_log_target target;	/* default stderr */
 		int facility;			/* syslog LOG_MAIL etc., default LOG_MAIL */
@@ -164,6 +171,7 @@ struct config {
 	size_t npools;
 	/* Where some keys were written, for checks made after the load. */
 	struct cfg_pos workers_pos, user_pos, group_pos, control_group_pos;
+	struct cfg_pos state_directory_pos;
 	struct cfg_pos metrics_pos;	/* metrics.bind */
 	struct cfg_host *hosts;		/* CFG_RESOLVE_DEFER: names to resolve */
 	size_t nhosts;

@@ -14,6 +14,7 @@
 #include <event2/buffer.h>
 
 #include "core/log.h"
+#include "core/deny.h"
 #include "core/metrics.h"
 #include "core/prom.h"
 #include "core/runtime.h"
@@ -28,7 +29,8 @@ _Static_assert(sizeof(metrics_reason_names) / sizeof(char *) ==
     METRICS_NREASONS, "reason names");
 
 const char *const metrics_result_names[] = {
-	"ok", "no-backend", "overload", "client-limit", "shutdown",
+	"ok", "no-backend", "overload", "client-limit", "client-rate",
+	"denied", "shutdown",
 	"client-timeout", "server-timeout", "client-closed", "server-closed",
 	"greeting-failed", "bad-proxy-header", "untrusted-proxy",
 };
@@ -43,8 +45,8 @@ static const enum metrics_reason gate_reasons[] = {
 };
 /* Results that are a refusal: smtpfront said no before any server. */
 static const enum metrics_result refusal_results[] = {
-	METRICS_OVERLOAD, METRICS_CLIENT_LIMIT, METRICS_UNTRUSTED_PROXY,
-	METRICS_BAD_PROXY_HEADER,
+	METRICS_OVERLOAD, METRICS_CLIENT_LIMIT, METRICS_CLIENT_RATE,
+	METRICS_DENIED, METRICS_UNTRUSTED_PROXY, METRICS_BAD_PROXY_HEADER,
 };
 
 /*
@@ -468,6 +470,14 @@ metrics_render_master(struct evbuffer *out, const struct metrics_view *v)
 	    "taking them, by every process.");
 	prom_sample_u64(out, "smtpfront_log_dropped_total", NULL, 0,
 	    metrics_log_dropped());
+	prom_family(out, "smtpfront_deny_entries", PROM_GAUGE,
+	    "Runtime deny entries (smtpfrontctl deny add, fail2ban) in the "
+	    "table, which holds at most smtpfront_deny_entries_max.");
+	prom_sample(out, "smtpfront_deny_entries", NULL, 0,
+	    (double)deny_count());
+	prom_family(out, "smtpfront_deny_entries_max", PROM_GAUGE,
+	    "Runtime deny entries the table can hold.");
+	prom_sample(out, "smtpfront_deny_entries_max", NULL, 0, DENY_MAX);
 }
 
 static void

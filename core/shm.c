@@ -111,6 +111,7 @@ static const struct {
 	[SHM_SLOT_SERVER_TOTAL] = { sizeof(uint64_t), 0, 0, true },
 	[SHM_SLOT_SERVER_FAILURES] = { sizeof(uint64_t), 0, 0, true },
 	[SHM_SLOT_CLIENTS] = { 0, 0, 0, false },
+	[SHM_SLOT_RATE] = { 0, 0, 0, false },
 	[SHM_SLOT_LISTENER_METRICS] = { 0,
 	    METRICS_LISTENER_WORDS * sizeof(uint64_t), 0, true },
 	[SHM_SLOT_SERVER_METRICS] = {

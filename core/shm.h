@@ -84,6 +84,7 @@ enum shm_slot_region {
 	SHM_SLOT_SERVER_TOTAL,		/* uint64_t per server slot */
 	SHM_SLOT_SERVER_FAILURES,	/* uint64_t per server slot */
 	SHM_SLOT_CLIENTS,		/* core/worker/clients.c: a table sized at start */
+	SHM_SLOT_RATE,			/* core/worker/clients.c: connection rates */
 	SHM_SLOT_LISTENER_METRICS,	/* core/metrics.h: counters per listener slot */
 	SHM_SLOT_SERVER_METRICS,	/* core/metrics.h: counters per server slot */
 	SHM_SLOT_PROCESS_METRICS,	/* core/metrics.h: the worker's own counters */

@@ -11,7 +11,8 @@
 #   scripts/deps.sh test     pkg + what the test suite and bench --quick run:
 #                            postfix, haproxy, nginx-light with its stream
 #                            module, strace, valgrind, clang with libFuzzer,
-#                            prometheus (promtool and a throwaway server).
+#                            prometheus (promtool and a throwaway server),
+#                            fail2ban (postfix_fail2ban.py runs its server).
 #   scripts/deps.sh prometheus  prometheus only (what the metrics tests run).
 #
 # Test packages are installed without starting their services: a
@@ -29,7 +30,7 @@ build="gcc pkg-config meson ninja-build libevent-dev libyaml-dev check
        libsubunit-dev python3 netcat-openbsd"
 pkg="dpkg-dev debhelper fakeroot lintian rpm rpmlint cpio mandoc systemd"
 test="postfix haproxy nginx-light libnginx-mod-stream strace procps iproute2
-      valgrind clang libclang-rt-14-dev prometheus"
+      valgrind clang libclang-rt-14-dev prometheus fail2ban"
 
 case $mode in
 build) want=$build ;;
@@ -37,7 +38,7 @@ pkg) want="$build $pkg" ;;
 test) want="$build $pkg $test" ;;
 prometheus) want="prometheus" ;;
 -h | --help)
-	sed -n '3,24p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '3,25p' "$0" | sed 's/^# \{0,1\}//'
 	exit 0 ;;
 *)
 	echo "usage: $0 [build|pkg|test|prometheus]" >&2

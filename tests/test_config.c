@@ -388,6 +388,10 @@ START_TEST(test_minimal_defaults)
 	ck_assert_int_eq(l->mode, CFG_MODE_SMTP);
 	ck_assert_uint_eq(l->max_connections, 10000);
 	ck_assert_uint_eq(l->max_connections_per_client, 0);
+	ck_assert_uint_eq(l->max_connection_rate_per_client, 0);
+	ck_assert_uint_eq(l->nclient_limit_exceptions, 0);
+	ck_assert_uint_eq(l->ndeny, 0);
+	ck_assert_str_eq(cfg->state_directory, "");
 	ck_assert(!l->accept_proxy);
 	ck_assert_uint_eq(l->ntrusted_proxies, 0);
 	ck_assert_uint_eq(l->proxy_timeout_ms, 5000);
@@ -542,6 +546,7 @@ START_TEST(test_valid_variants)
 	static const char yaml[] =
 		"workers: 3\n"
 		"hostname: \"mx.example.org\"\n"
+		"state_directory: /var/lib/smtpfront\n"
 		"log: {target: stderr, facility: local7, level: debug, "
 		"syslog_socket: /run/systemd/journal/dev-log}\n"
 		"control: {mode: 0640, socket: \"/tmp/x.sock\"}\n"
@@ -551,6 +556,9 @@ START_TEST(test_valid_variants)
 		"    pool: p\n"
 		"    mode: tls\n"
 		"    trusted_proxies: [10.0.0.0/8, \"2001:db8::/32\", 192.0.2.1]\n"
+		"    max_connection_rate_per_client: 30\n"
+		"    client_limit_exceptions: [192.0.2.0/24]\n"
+		"    deny: [198.51.100.0/24, \"2001:db8:bad::/48\"]\n"
 		"  - bind: [\"[::1]:2525\"]\n"
 		"    pool: q\n"
 		"pools:\n"
@@ -578,6 +586,14 @@ START_TEST(test_valid_variants)
 	ck_assert_uint_eq(cfg->listeners[0].ntrusted_proxies, 3);
 	ck_assert_int_eq(cfg->listeners[0].trusted_proxies[1].family, AF_INET6);
 	ck_assert_uint_eq(cfg->listeners[0].trusted_proxies[2].prefix, 32);
+	ck_assert_uint_eq(cfg->listeners[0].max_connection_rate_per_client, 30);
+	ck_assert_uint_eq(cfg->listeners[0].nclient_limit_exceptions, 1);
+	ck_assert_uint_eq(cfg->listeners[0].client_limit_exceptions[0].prefix,
+	    24);
+	ck_assert_uint_eq(cfg->listeners[0].ndeny, 2);
+	ck_assert_int_eq(cfg->listeners[0].deny[1].family, AF_INET6);
+	ck_assert_uint_eq(cfg->listeners[0].deny[1].prefix, 48);
+	ck_assert_str_eq(cfg->state_directory, "/var/lib/smtpfront");
 	ck_assert_str_eq(cfg->listeners[1].name, "listener2");
 	ck_assert_uint_eq(cfg->listeners[1].pool, 1);
 	ck_assert_int_eq(cfg->pools[0].proxy, CFG_PROXY_V1);
@@ -644,6 +660,20 @@ static const struct {
 	    "max_connections: expected an integer from 1 to 1000000, got a list" },
 	{ T_LISTENER, "trusted_proxies: 10.0.0.0/8", 1, 5, 22,
 	    "trusted_proxies: expected a list of networks" },
+	{ T_LISTENER, "deny: 10.0.0.0/8", 1, 5, 11,
+	    "deny: expected a list of networks" },
+	{ T_LISTENER, "deny: [10.0.0.0/33]", 1, 5, 12,
+	    "deny: bad network" },
+	{ T_LISTENER, "client_limit_exceptions: [bogus]", 1, 5, 31,
+	    "client_limit_exceptions: bad network" },
+	{ T_LISTENER, "max_connection_rate_per_client: 60001", 1, 5, 37,
+	    "max_connection_rate_per_client: " },
+	{ T_LISTENER, "max_connection_rate_per_client: -1", 1, 5, 37,
+	    "max_connection_rate_per_client: " },
+	{ T_ROOT, "state_directory: var/lib", 1, 1, 18,
+	    "state_directory: expected an absolute directory path" },
+	{ T_ROOT, "state_directory: [a]", 1, 1, 18,
+	    "state_directory: expected an absolute directory path, got a list" },
 	{ T_LISTENER, "accept_proxy: yes", 1, 5, 19, "accept_proxy: expected true or false, got \"yes\"" },
 	{ T_BIND, "{a: 1}", 1, 4, 11,
 	    "bind: expected an address or a list of addresses, got a mapping" },

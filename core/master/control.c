@@ -31,9 +31,11 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "core/deny.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/master/control.h"
+#include "core/master/denyctl.h"
 #include "core/metrics.h"
 #include "core/net.h"
 #include "core/shm.h"
@@ -254,6 +256,36 @@ control_json_server(struct evbuffer *out, const struct cfg_server *s,
 	    (unsigned long long)shm_server_failures(slot));
 }
 
+static void
+control_json_cidrs(struct evbuffer *out, const struct cfg_cidr *c, size_t n)
+{
+	char net[64];
+
+	evbuffer_add(out, "[", 1);
+	for (size_t i = 0; i < n; i++) {
+		deny_cidr_fmt(&c[i], net, sizeof(net));
+		if (i > 0)
+			evbuffer_add(out, ",", 1);
+		(void)!json_write_string(out, net);
+	}
+	evbuffer_add(out, "]", 1);
+}
+
+/* A listener's admission settings: what is limited, and who is exempt or
+ * refused outright. */
+static void
+control_json_limits(struct evbuffer *out, const struct cfg_listener *lc)
+{
+	evbuffer_add_printf(out, "\"max_connections_per_client\":%u,"
+	    "\"max_connection_rate_per_client\":%u,"
+	    "\"client_limit_exceptions\":", lc->max_connections_per_client,
+	    lc->max_connection_rate_per_client);
+	control_json_cidrs(out, lc->client_limit_exceptions,
+	    lc->nclient_limit_exceptions);
+	evbuffer_add_printf(out, ",\"deny\":");
+	control_json_cidrs(out, lc->deny, lc->ndeny);
+}
+
 /* A listener: its sessions against max_connections, and how the sessions
  * since start ended ("why are clients getting 421?"). */
 static void
@@ -264,9 +296,10 @@ control_json_listener(struct evbuffer *out, const struct rt_listener *l)
 	metrics_listener_results(l->slot, results);
 	evbuffer_add_printf(out, "{\"name\":");
 	(void)!json_write_string(out, l->cfg->name);
-	evbuffer_add_printf(out, ",\"active\":%u,\"max_connections\":%u,"
-	    "\"sessions\":{", shm_listener_active(l->slot),
-	    l->cfg->max_connections);
+	evbuffer_add_printf(out, ",\"active\":%u,\"max_connections\":%u,",
+	    shm_listener_active(l->slot), l->cfg->max_connections);
+	control_json_limits(out, l->cfg);
+	evbuffer_add_printf(out, ",\"sessions\":{");
 	for (int r = 0; r < METRICS_NRESULTS; r++)
 		evbuffer_add_printf(out, "%s\"%s\":%llu", r > 0 ? "," : "",
 		    metrics_result_names[r], (unsigned long long)results[r]);
@@ -349,7 +382,9 @@ control_cmd_status(struct control_conn *cc, struct evbuffer *out, int argc,
 			evbuffer_add(out, ",", 1);
 		control_json_listener(out, &rt->listeners[i]);
 	}
-	evbuffer_add_printf(out, "],\"pools\":[");
+	evbuffer_add_printf(out, "],\"deny\":");
+	denyctl_status_json(out);
+	evbuffer_add_printf(out, ",\"pools\":[");
 	for (size_t i = 0; i < rt->npools; i++) {
 		const struct cfg_pool *p = rt->pools[i].cfg;
 
@@ -447,6 +482,13 @@ control_cmd_reload(struct control_conn *cc, struct evbuffer *out, int argc,
 	}
 }
 
+static void
+control_cmd_deny(struct control_conn *cc, struct evbuffer *out, int argc,
+    char **argv)
+{
+	denyctl_command(out, cc->c->rt, argc, argv, cc->uid, cc->pid);
+}
+
 /* Append each '\n'-terminated line of text as a JSON string array. */
 static void
 control_json_lines(struct evbuffer *out, const char *text)
@@ -508,6 +550,8 @@ static const struct control_command control_commands[] = {
 	{ "drain", 1, "drain POOL/SERVER", control_cmd_drain },
 	{ "reload", 0, "reload", control_cmd_reload },
 	{ "metrics", 0, "metrics", control_cmd_metrics },
+	{ "deny", -1, "deny add CIDR [DURATION] [REASON] | deny del CIDR | "
+	    "deny list", control_cmd_deny },
 };
 
 /* What a client wrote, made safe to quote back: printable ASCII only,

@@ -46,9 +46,11 @@
 #include <event2/event.h>
 
 #include "core/child.h"
+#include "core/deny.h"
 #include "core/health/health.h"
 #include "core/log.h"
 #include "core/master/control.h"
+#include "core/master/denyctl.h"
 #include "core/master/master.h"
 #include "core/master/metrics_http.h"
 #include "core/master/notify.h"
@@ -768,6 +770,7 @@ master_reap(struct master *m)
 			master_rt_gc(m, rt);
 		}
 		if (c->kind == CHILD_WORKER) {
+			clients_rate_retire(c->slot);
 			shm_slot_reset(c->slot);
 			/* A connection that woke it may still wait. */
 			worker_kick(m->kick_fd);
@@ -1137,6 +1140,7 @@ master_reload_commit(struct master *m)
 	m->rt = rt;
 	r->rt = NULL;
 	control_set_runtime(m->ctl, rt);
+	denyctl_set_config(rt->cfg);
 	metrics_http_commit(m->metrics);
 	metrics_note_reload(true);
 	log_setup(rt->cfg);
@@ -1563,6 +1567,8 @@ master_run(struct config *cfg)
 	clients_shm_register(cfg);
 	shm_create(cfg);
 	metrics_master_attach();
+	deny_create();
+	clients_rate_retired_create();
 	err[0] = '\0';
 	m->rt = runtime_new(cfg, 1, NULL, &m->slots, err, sizeof(err));
 	if (m->rt == NULL) {
@@ -1591,6 +1597,7 @@ master_run(struct config *cfg)
 	    event_add(m->sig_ev, NULL) == -1 ||
 	    event_add(m->drain_timer, &drain_tick) == -1)
 		fatalx("cannot set up the master's events");
+	denyctl_start(m->base, cfg);
 	m->ctl = control_new(m->base, m->rt, master_control_workers,
 	    master_control_reload, m);
 	if (m->ctl == NULL)
@@ -1619,6 +1626,7 @@ master_run(struct config *cfg)
 	}
 	metrics_http_free(m->metrics);
 	control_free(m->ctl);
+	denyctl_stop();
 	for (size_t i = 0; i < m->nworkers; i++)
 		if (m->workers[i] != NULL)
 			master_worker_free(m, m->workers[i]);

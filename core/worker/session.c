@@ -23,7 +23,6 @@
 #include "core/metrics.h"
 #include "core/net.h"
 #include "core/shm.h"
-#include "core/worker/clients.h"
 #include "core/worker/session_int.h"
 
 /* last_error keeps at most this much (several failed attempts). */
@@ -178,18 +177,7 @@ session_log(struct session *s)
 static void
 session_uncount(struct session *s)
 {
-	if (s->listener_counted) {
-		shm_listener_add(s->listener->slot, -1);
-		s->listener_counted = false;
-	}
-	if (s->client_counted) {
-		struct clients_key k;
-
-		session_client_key(s, &k);
-		if (clients_add(&k, -1) == -1)
-			log_debug("session: client network not counted");
-		s->client_counted = false;
-	}
+	admission_release(s->listener, &s->admit);
 }
 
 static void
@@ -255,6 +243,11 @@ session_verdict(struct session *s, enum session_cause cause, int err)
 		return "overload";
 	case SESSION_END_CLIENT_LIMIT:
 		return "client-limit";
+	case SESSION_END_CLIENT_RATE:
+		return "client-rate";
+	case SESSION_END_DENIED:
+	case SESSION_END_DENIED_RUNTIME:
+		return "denied";
 	case SESSION_END_SHUTDOWN:
 		session_add_error(s, "shutdown_timeout expired");
 		return "shutdown";
@@ -409,6 +402,7 @@ session_end(struct session *s, enum session_cause cause, int err)
 		    "connections, try again later", host);
 		break;
 	case SESSION_END_CLIENT_LIMIT:
+	case SESSION_END_CLIENT_RATE:
 		net_ip_fmt(&s->peer.sa, ip, sizeof(ip));
 		/* Postfix's own words, so operators recognise it. */
 		snprintf(reply, sizeof(reply), "421 4.7.0 %s Error: too many "
@@ -417,6 +411,17 @@ session_end(struct session *s, enum session_cause cause, int err)
 	case SESSION_END_NO_BACKEND:
 		snprintf(reply, sizeof(reply), "421 4.3.2 %s Service not "
 		    "available, try again later", host);
+		break;
+	case SESSION_END_DENIED:
+		net_ip_fmt(&s->peer.sa, ip, sizeof(ip));
+		snprintf(reply, sizeof(reply), "554 5.7.1 %s Service "
+		    "unavailable; client [%s] blocked", host, ip);
+		break;
+	case SESSION_END_DENIED_RUNTIME:
+		net_ip_fmt(&s->peer.sa, ip, sizeof(ip));
+		snprintf(reply, sizeof(reply), "421 4.7.1 %s Service "
+		    "unavailable; client [%s] blocked, try again later", host,
+		    ip);
 		break;
 	case SESSION_END_CLIENT_TIMEOUT:
 		/* Postfix's words again, unless a reply is half written to
@@ -470,57 +475,35 @@ session_on_closing(struct session *s, short what)
 	relay_update(s);
 }
 
-void
-session_client_key(const struct session *s, struct clients_key *k)
-{
-	int fam;
-
-	memset(k, 0, sizeof(*k));
-	fam = bal_client_key(s->pool->cfg, &s->peer.sa, k->net);
-	k->family = fam > 0 ? (uint8_t)fam : 0;
-	k->listener = (uint16_t)s->listener->slot;
-}
+/* The cause each admission verdict ends a session with. */
+static const enum session_cause session_admit_causes[] = {
+	[ADMIT_DENIED] = SESSION_END_DENIED,
+	[ADMIT_DENIED_RUNTIME] = SESSION_END_DENIED_RUNTIME,
+	[ADMIT_OVERLOAD] = SESSION_END_OVERLOAD,
+	[ADMIT_CLIENT_LIMIT] = SESSION_END_CLIENT_LIMIT,
+	[ADMIT_CLIENT_RATE] = SESSION_END_CLIENT_RATE,
+};
 
 /*
- * Admission: the listener's max_connections, then the client network's
- * max_connections_per_client. Returns -1 when the session was refused.
- * Behind accept_proxy it runs once the header named the client; the
- * session counted against its listener from accept on.
+ * Admission (core/worker/admission.c): the deny lists, the listener's
+ * max_connections, the client network's limits. Returns -1 when the
+ * session was refused. Behind accept_proxy it runs once the header named
+ * the client; the session counted against its listener from accept on.
  */
 int
 session_admit(struct session *s)
 {
-	const struct cfg_listener *lc = s->listener->cfg;
-	struct clients_key k;
-	uint32_t active;
+	enum admit_verdict v;
+	char why[256];
 
-	active = shm_listener_active(s->listener->slot);
-	if (s->listener_counted) {
-		active = active > 0 ? active - 1 : 0;	/* not itself */
-	} else {
-		shm_listener_add(s->listener->slot, +1);
-		s->listener_counted = true;
-	}
-	if (active >= lc->max_connections) {
-		session_end(s, SESSION_END_OVERLOAD, 0);
-		return -1;
-	}
-	if (lc->max_connections_per_client == 0)
+	v = admission_check(s->listener, s->pool->cfg, &s->peer.sa, &s->admit,
+	    why, sizeof(why));
+	if (v == ADMIT_OK)
 		return 0;
-	session_client_key(s, &k);
-	if (clients_count(&k) >= lc->max_connections_per_client) {
-		session_end(s, SESSION_END_CLIENT_LIMIT, 0);
-		return -1;
-	}
-	if (clients_add(&k, +1) == -1) {
-		/* Cannot happen while the table is sized for the worker's
-		 * session cap; refuse rather than count wrong. */
-		session_add_error(s, "per-client table full");
-		session_end(s, SESSION_END_OVERLOAD, 0);
-		return -1;
-	}
-	s->client_counted = true;
-	return 0;
+	if (why[0] != '\0')
+		session_add_error(s, "%s", why);
+	session_end(s, session_admit_causes[v], 0);
+	return -1;
 }
 
 void

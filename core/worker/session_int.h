@@ -24,7 +24,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
-#include "core/worker/clients.h"
+#include "core/worker/admission.h"
 #include "core/worker/session.h"
 #include "smtp/dialog.h"
 
@@ -57,6 +57,9 @@ enum session_cause {
 	SESSION_END_NO_BACKEND,		/* every attempt failed, or none usable */
 	SESSION_END_OVERLOAD,		/* max_connections or no descriptor */
 	SESSION_END_CLIENT_LIMIT,	/* max_connections_per_client */
+	SESSION_END_CLIENT_RATE,	/* max_connection_rate_per_client */
+	SESSION_END_DENIED,		/* a listener's deny list: 554 */
+	SESSION_END_DENIED_RUNTIME,	/* a runtime deny entry: 421 */
 	SESSION_END_SHUTDOWN,		/* shutdown_timeout expired */
 	SESSION_END_BAD_PROXY,		/* upstream header malformed or late */
 	SESSION_END_UNTRUSTED,		/* accept_proxy, source not trusted */
@@ -129,8 +132,7 @@ struct session {
 	bool client_quiet;		/* nothing open when the client left */
 	bool client_in_message;		/* ... or a message was */
 	bool server_counted;		/* holds +1 in shm server_active */
-	bool listener_counted;		/* holds +1 in shm listener_active */
-	bool client_counted;		/* holds +1 in the per-client table */
+	struct admit_hold admit;	/* its counts against the limits */
 	bool logged;
 };
 
@@ -142,7 +144,6 @@ void session_end(struct session *s, enum session_cause cause, int err);
 /* A side went away (EOF when err is 0): remember who was first. */
 void session_side_gone(struct session *s, struct session_side *d, int err);
 void session_on_closing(struct session *s, short what);
-void session_client_key(const struct session *s, struct clients_key *k);
 unsigned session_server_slot(const struct session *s);
 /* Admission after the upstream header; -1 when the session was refused. */
 int session_admit(struct session *s) __attribute__((warn_unused_result));

@@ -203,8 +203,7 @@ upstream_start(struct session *s)
 	}
 	/* Counted from now, so connections waiting for their header show
 	 * and count; the limits are decided once the client is known. */
-	shm_listener_add(s->listener->slot, +1);
-	s->listener_counted = true;
+	admission_hold_listener(s->listener, &s->admit);
 	s->hdr = malloc(PROXY_HEADER_MAX);
 	if (s->hdr == NULL) {
 		session_add_error(s, "out of memory");

@@ -19,11 +19,17 @@ import sfharness as h
 TIMEOUT = 15
 CTL = h.SMTPFRONTCTL_BIN
 
+# issue 18: status shows what is limited and banned ('deny', and each
+# listener's per-client limits, exemptions and static deny list).
 STATUS_KEYS = {'version', 'uptime_s', 'generation', 'workers', 'listeners',
-               'pools'}
+               'deny', 'pools'}
 WORKER_KEYS = {'pid', 'generation', 'draining', 'active'}
-LISTENER_KEYS = {'name', 'active', 'max_connections', 'sessions'}
-RESULTS = {'ok', 'no-backend', 'overload', 'client-limit', 'shutdown',
+LISTENER_KEYS = {'name', 'active', 'max_connections', 'sessions',
+                 'max_connections_per_client',
+                 'max_connection_rate_per_client', 'client_limit_exceptions',
+                 'deny'}
+RESULTS = {'ok', 'no-backend', 'overload', 'client-limit', 'client-rate',
+           'denied', 'shutdown',
            'client-timeout', 'server-timeout', 'client-closed',
            'server-closed', 'greeting-failed', 'bad-proxy-header',
            'untrusted-proxy'}
@@ -177,7 +183,7 @@ class ControlTest(h.ControlClient, unittest.TestCase):
         doc = json.loads(ans)
         self.assertIn('unknown command "frobnicate"', doc['error'])
         self.assertTrue(doc['error'].endswith(
-            '(status, enable, disable, drain, reload, metrics)'), doc)
+            '(status, enable, disable, drain, reload, metrics, deny)'), doc)
         # 4096 bytes before the newline is still a (wrong) command ...
         doc = json.loads(raw_request(sf.control_socket,
                                      b'x' * 4096 + b'\n')[0])

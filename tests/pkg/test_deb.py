@@ -125,6 +125,7 @@ class Deb(unittest.TestCase):
 				('/usr/share/man/man8/smtpfrontctl.8.gz', 0o644),
 				('/usr/share/man/man5/smtpfront.yaml.5.gz', 0o644),
 				('/usr/share/doc/smtpfront/README.Debian', 0o644),
+				('/etc/fail2ban/action.d/smtpfront.conf', 0o644),
 				('/usr/share/doc/smtpfront/copyright', 0o644)):
 			st = os.stat(path)
 			self.assertEqual(oct(st.st_mode & 0o7777), oct(mode), path)
@@ -139,6 +140,14 @@ class Deb(unittest.TestCase):
 			self.assertEqual(data, g.read())
 		conffiles = run(['dpkg-query', '-W', '-f=${Conffiles}', 'smtpfront']).stdout
 		self.assertIn(' %s %s' % (CONFIG, hashlib.md5(data).hexdigest()), conffiles)
+		# the fail2ban action, where Debian's fail2ban looks (a conffile)
+		with open('/etc/fail2ban/action.d/smtpfront.conf', 'rb') as f, \
+				open(os.path.join(pkgharness.SOURCE_ROOT, 'packaging',
+				'fail2ban', 'smtpfront.conf'), 'rb') as g:
+			action = f.read()
+			self.assertEqual(action, g.read())
+		self.assertIn(' /etc/fail2ban/action.d/smtpfront.conf %s'
+			% hashlib.md5(action).hexdigest(), conffiles)
 		# installed, not enabled: nothing binds port 25 before the admin says so
 		self.assertEqual([p for p in ('/etc/systemd/system/multi-user.target.wants/'
 			'smtpfront.service',) if os.path.lexists(p)], [])

@@ -81,22 +81,29 @@ class Rpm(unittest.TestCase):
 			'/usr/sbin/smtpfront', '/usr/sbin/smtpfrontctl',
 			'/etc/smtpfront', '/etc/smtpfront/smtpfront.yaml',
 			'/usr/lib/systemd/system/smtpfront.service',
+			# issue 18: the fail2ban action, where Fedora's fail2ban looks
+			'/etc/fail2ban/action.d/smtpfront.conf',
 		}
 		self.assertEqual(sorted(want - files), [])
 		for page in ('man8/smtpfront.8', 'man8/smtpfrontctl.8', 'man5/smtpfront.yaml.5'):
 			self.assertTrue(any(re.fullmatch(r'/usr/share/man/%s(\.\w+)?'
 				% re.escape(page), f) for f in files), page)
 		allowed = re.compile(r'^(/usr/sbin/smtpfront(ctl)?|/etc/smtpfront(/.*)?'
+			r'|/etc/fail2ban(/action\.d(/smtpfront\.conf)?)?'
 			r'|/usr/lib/systemd/system/smtpfront\.service|/usr/share/man/.*'
 			r'|/usr/share/(doc|licenses)/smtpfront[^/]*(/.*)?|/usr/lib/\.build-id(/.*)?)$')
 		self.assertEqual(sorted(f for f in files if not allowed.match(f)), [],
 			'unexpected files in the package')
-		# config(noreplace); and only the config is a config file
+		# config(noreplace); and only the config and the fail2ban action
+		# are config files
 		flags = dict(l.split(' ', 1) for l in self._q(
 			'--qf', r'[%{FILENAMES} %{FILEFLAGS:fflags}\n]').splitlines())
 		self.assertEqual(sorted(f for f, fl in flags.items() if 'c' in fl),
-			['/etc/smtpfront/smtpfront.yaml'])
+			['/etc/fail2ban/action.d/smtpfront.conf',
+			'/etc/smtpfront/smtpfront.yaml'])
 		self.assertIn('n', flags['/etc/smtpfront/smtpfront.yaml'], 'not noreplace')
+		self.assertIn('n', flags['/etc/fail2ban/action.d/smtpfront.conf'],
+			'not noreplace')
 		modes = dict(l.split(' ', 1) for l in self._q(
 			'--qf', r'[%{FILENAMES} %{FILEMODES:perms}\n]').splitlines())
 		self.assertEqual(modes['/usr/sbin/smtpfront'], '-rwxr-xr-x')

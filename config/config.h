@@ -143,6 +143,7 @@ struct config {
 	char group[64];			/* "" = no change */
 	unsigned shutdown_timeout_ms;	/* default 60000 */
 	char hostname[256];		/* default: FQDN of this host */
+	bool sandbox;			/* seccomp in children, default true */
 	struct {
 		enum cfg_log_target target;	/* default stderr */
 		int facility;			/* syslog LOG_MAIL etc., default LOG_MAIL */

@@ -284,6 +284,7 @@ static struct {
 	double start_time;		/* Unix time */
 	uint64_t reloads, reload_failures;
 	uint64_t worker_restarts, health_restarts;
+	uint64_t sandbox_kills;
 	bool last_reload_ok;
 } mm;
 
@@ -315,6 +316,12 @@ metrics_note_restart(bool health_process)
 		mm.health_restarts++;
 	else
 		mm.worker_restarts++;
+}
+
+void
+metrics_note_sandbox_kill(void)
+{
+	mm.sandbox_kills++;
 }
 
 void
@@ -423,6 +430,11 @@ metrics_render_master(struct evbuffer *out, const struct metrics_view *v)
 	    "was respawned).");
 	prom_sample_u64(out, "smtpfront_health_process_restarts_total", NULL,
 	    0, mm.health_restarts);
+	prom_family(out, "smtpfront_sandbox_kills_total", PROM_COUNTER,
+	    "Children (workers or the health process) the sandbox killed for "
+	    "a forbidden system call.");
+	prom_sample_u64(out, "smtpfront_sandbox_kills_total", NULL, 0,
+	    mm.sandbox_kills);
 }
 
 static void

@@ -106,6 +106,8 @@ void metrics_count_check(unsigned server, bool ok, const char *reason,
 void metrics_master_start(void);
 void metrics_note_reload(bool ok);
 void metrics_note_restart(bool health_process);
+/* A child died of SIGSYS under its sandbox. */
+void metrics_note_sandbox_kill(void);
 
 struct metrics_view {
 	const struct runtime *rt;	/* listeners and servers shown */

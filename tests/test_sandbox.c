@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -200,6 +201,24 @@ do_socket_unix_stream(void *arg)
 }
 
 static int
+do_ioctl_tiocsti(void *arg)
+{
+	char c = 'x';
+
+	(void)ioctl(0, TIOCSTI, &c);
+	return 1;
+}
+
+static int
+do_outq(void *arg)
+{
+	int q;
+
+	(void)ioctl(0, SIOCOUTQ, &q);
+	return 1;
+}
+
+static int
 do_accept4(void *arg)
 {
 	(void)accept4(-1, NULL, NULL, SOCK_NONBLOCK);
@@ -227,6 +246,7 @@ static const struct {
 	{ do_socket_raw, SYS_socket, "socket" },
 	{ do_socket_netlink, SYS_socket, "socket" },
 	{ do_socket_unix_stream, SYS_socket, "socket" },
+	{ do_ioctl_tiocsti, SYS_ioctl, "ioctl" },
 };
 
 START_TEST(test_worker_forbidden)
@@ -259,6 +279,8 @@ START_TEST(test_health_no_worker_calls)
 	assert_killed_for(&o, SYS_accept4, "accept4");
 	o = run_sandboxed(SANDBOX_HEALTH, do_splice, NULL);
 	assert_killed_for(&o, SYS_splice, "splice");
+	o = run_sandboxed(SANDBOX_HEALTH, do_outq, NULL);
+	assert_killed_for(&o, SYS_ioctl, "ioctl");
 }
 END_TEST
 
@@ -335,7 +357,7 @@ loop_tcp(struct loop_state *st)
 		return 13;
 	if (getsockopt(c, SOL_SOCKET, SO_ERROR, &err, &len) == -1 || err != 0)
 		return 15;
-	if (ioctl(a, FIONREAD, &q) == -1)
+	if (ioctl(a, SIOCOUTQ, &q) == -1)
 		return 16;
 	if (pipe2(p, O_NONBLOCK | O_CLOEXEC) == -1)
 		return 17;

@@ -1578,7 +1578,7 @@ master_run(struct config *cfg)
 		log_warnx("sandbox: off (sandbox: false): workers and the "
 		    "health process run without their system call filter");
 	else if (sandbox_unavailable() != NULL)
-		log_info("sandbox: off in %s", sandbox_unavailable());
+		log_info("sandbox: off: %s", sandbox_unavailable());
 	m->reload.resolver_fd = -1;
 	m->health.kind = CHILD_HEALTH;
 	m->health.chan = -1;

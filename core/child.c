@@ -267,7 +267,12 @@ child_sandbox(const struct config *cfg, enum sandbox_role role, int parent_fd)
 	(void)child_test_start_mode();
 	if (!cfg->sandbox || sandbox_unavailable() != NULL)
 		return 0;	/* the master said so at start */
-	return sandbox_enter(role, parent_fd);
+	if (sandbox_enter(role, parent_fd) == -1) {
+		log_errx("sandbox: the %s cannot run sandboxed here; "
+		    "sandbox: false runs it without", sandbox_role_names[role]);
+		return -1;
+	}
+	return 0;
 }
 
 void

@@ -582,7 +582,7 @@ worker_main(const struct runtime *rt, unsigned slot, int parent_fd,
 
 	log_debug("worker %u started (generation %u), up to %u sessions",
 	    slot, rt->generation, w.cap);
-	/* Not before: setting up opens /proc/self/fd and /dev/null. */
+	/* Not before: setting up reads /proc/self/fd (worker_find_epoll). */
 	if (child_sandbox(rt->cfg, SANDBOX_WORKER, parent_fd) == -1)
 		exit(CHILD_EXIT_CONFIG);
 	child_ready();

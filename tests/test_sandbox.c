@@ -7,7 +7,8 @@
  * timer, TCP connect and accept, a splice through a pipe, a datagram to a
  * Unix socket, malloc of small and big blocks) works; the health filter
  * refuses what only workers do. Skipped under valgrind, which makes system
- * calls of its own that the filter forbids.
+ * calls of its own that the filter forbids; in sanitizer builds only the
+ * kills are checked.
  */
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -47,6 +48,19 @@
 		return;						\
 	}							\
 } while (0)
+
+/* A sanitizer's runtime makes calls of its own (sigaltstack, and more when
+ * it reports or checks for leaks at exit): a sandboxed child of such a
+ * build cannot live long, which is why smtpfront turns the sandbox off
+ * there. The kills are still checked. */
+#if defined(SMTPFRONT_SANITIZED) && SMTPFRONT_SANITIZED
+#define SKIP_IF_SANITIZED() do {					\
+	fprintf(stderr, "skipped in a sanitizer build\n");		\
+	return;								\
+} while (0)
+#else
+#define SKIP_IF_SANITIZED() do { } while (0)
+#endif
 
 static bool
 under_valgrind(void)
@@ -493,6 +507,7 @@ loop_check(enum sandbox_role role)
 START_TEST(test_worker_loop)
 {
 	SKIP_UNDER_VALGRIND();
+	SKIP_IF_SANITIZED();
 	loop_check(SANDBOX_WORKER);
 }
 END_TEST
@@ -500,6 +515,7 @@ END_TEST
 START_TEST(test_health_loop)
 {
 	SKIP_UNDER_VALGRIND();
+	SKIP_IF_SANITIZED();
 	loop_check(SANDBOX_HEALTH);
 }
 END_TEST
@@ -537,6 +553,7 @@ START_TEST(test_status_seccomp_and_nnp)
 	pid_t pid;
 
 	SKIP_UNDER_VALGRIND();
+	SKIP_IF_SANITIZED();
 	ck_assert_int_eq(pipe(go), 0);
 	ck_assert_int_eq(pipe(ready), 0);
 	fflush(NULL);

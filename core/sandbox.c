@@ -21,7 +21,6 @@
 #include <linux/sockios.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -633,8 +633,9 @@ filters_load_here(void)
 		return false;
 	if (pid == 0) {
 		close(p[0]);
-		if (sandbox_enter(SANDBOX_WORKER, -1) == 0)
-			(void)write(p[1], "y", 1);
+		if (sandbox_enter(SANDBOX_WORKER, -1) == 0 &&
+		    write(p[1], "y", 1) != 1)
+			_exit(1);
 		_exit(0);
 	}
 	close(p[1]);

@@ -134,6 +134,7 @@ struct cfg_section {
 #define SECTION(n, w, keys) { n, w, keys, sizeof keys / sizeof keys[0] }
 
 static int cfg_parse_workers(struct cfg_parser *, yaml_node_t *, void *);
+static int cfg_parse_sandbox(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_facility(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_syslog_socket(struct cfg_parser *, yaml_node_t *, void *);
 static int cfg_parse_control_mode(struct cfg_parser *, yaml_node_t *, void *);
@@ -246,6 +247,7 @@ static const struct cfg_key cfg_root_keys[] = {
 	K_DUR(struct config, "shutdown_timeout", shutdown_timeout_ms),
 	K_HOST(struct config, "hostname", hostname),
 	K_FUNC("state_directory", cfg_parse_state_directory),
+	K_FUNC("sandbox", cfg_parse_sandbox),
 	K_MAP("log", 0, cfg_log_section),
 	K_MAP("control", 0, cfg_control_section),
 	K_FUNC("metrics", cfg_parse_metrics),
@@ -763,6 +765,27 @@ cfg_parse_workers(struct cfg_parser *p, yaml_node_t *v, void *obj)
 	cfg_quote(s, q, sizeof q);
 	return cfg_verror(p, v, "expected an integer from 1 to %d or auto, got %s",
 	    CFG_WORKERS_MAX, q);
+}
+
+/* A boolean that warns when false: the children then run unconfined. */
+static int
+cfg_parse_sandbox(struct cfg_parser *p, yaml_node_t *v, void *obj)
+{
+	struct config *cfg = obj;
+	const char *s = cfg_scalar(p, v, "true or false");
+	char q[64];
+
+	if (s == NULL)
+		return -1;
+	if (strcmp(s, "true") != 0 && strcmp(s, "false") != 0) {
+		cfg_quote(s, q, sizeof q);
+		return cfg_verror(p, v, "expected true or false, got %s", q);
+	}
+	cfg->sandbox = s[0] == 't';
+	if (!cfg->sandbox)
+		cfg_warn(p, v, "sandbox: false: workers and the health process "
+		    "run without their system call filter");
+	return 0;
 }
 
 static int
@@ -1397,6 +1420,7 @@ cfg_build(struct cfg_parser *p, yaml_node_t *root, const char *name)
 	p->cfg = cfg;
 	cfg->workers = cfg_cpu_count();
 	cfg->shutdown_timeout_ms = 60000;
+	cfg->sandbox = true;
 	cfg->log.target = CFG_LOG_STDERR;
 	cfg->log.facility = LOG_MAIL;
 	cfg->log.level = CFG_LOG_INFO;

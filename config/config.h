@@ -150,6 +150,7 @@ struct config {
 	char hostname[256];		/* default: FQDN of this host */
 	char state_directory[256];	/* "" = none: runtime deny entries
 					 * last until a restart */
+	bool sandbox;			/* seccomp in children, default true */
 	struct {
 		enum cfg_log_target target;	/* default stderr */
 		int facility;			/* syslog LOG_MAIL etc., default LOG_MAIL */

@@ -236,14 +236,20 @@ child_events_free(struct child_events *ce)
 		close(ce->sigfd);
 }
 
-/* The test hook of child_ready(): what the file says, or NULL. */
+/* The test hook of child_ready(): what the file says, or NULL. Read once,
+ * before the sandbox forbids opening files. */
 static const char *
 child_test_start_mode(void)
 {
 	const char *path = getenv("SMTPFRONT_TEST_WORKER_START");
 	static char word[16];
+	static bool read;
 	FILE *f;
 
+	if (read)
+		return word[0] != '\0' ? word : NULL;
+	read = true;
+	word[0] = '\0';
 	if (path == NULL || path[0] == '\0')
 		return NULL;
 	f = fopen(path, "re");
@@ -252,7 +258,21 @@ child_test_start_mode(void)
 	if (fscanf(f, "%15s", word) != 1)
 		word[0] = '\0';
 	fclose(f);
-	return word;
+	return word[0] != '\0' ? word : NULL;
+}
+
+int
+child_sandbox(const struct config *cfg, enum sandbox_role role, int parent_fd)
+{
+	(void)child_test_start_mode();
+	if (!cfg->sandbox || sandbox_unavailable() != NULL)
+		return 0;	/* the master said so at start */
+	if (sandbox_enter(role, parent_fd) == -1) {
+		log_errx("sandbox: the %s cannot run sandboxed here; "
+		    "sandbox: false runs it without", sandbox_role_names[role]);
+		return -1;
+	}
+	return 0;
 }
 
 void

@@ -17,6 +17,7 @@
 #include <event2/event.h>
 
 #include "config/config.h"
+#include "core/sandbox.h"
 
 struct child_events {
 	struct event *sig_ev;
@@ -33,6 +34,15 @@ void child_close_fds(const int *keep, size_t nkeep);
 /* Switch to the configured user/group (no change when already that user). */
 int child_drop_privileges(const struct config *cfg)
     __attribute__((warn_unused_result));
+/*
+ * Put the role's seccomp filter on (sandbox: true, and a build and run that
+ * can: sandbox_unavailable()); parent_fd is the channel a forbidden call is
+ * reported on. From here on no file can be opened: what this module reads
+ * from files (the test hook of child_ready()) is read first. -1 (logged)
+ * when the filter could not be installed: the child must not serve.
+ */
+int child_sandbox(const struct config *cfg, enum sandbox_role role,
+    int parent_fd) __attribute__((warn_unused_result));
 struct event_base *child_event_base(void);
 /* parent_fd is the child's end of its channel. */
 int child_events_init(struct child_events *ce, struct event_base *base,
@@ -58,5 +68,7 @@ void child_ready(void);
 
 /* The message a child sends on its channel when it is accepting. */
 #define CHILD_MSG_READY 'R'
+/* Sent by a child the sandbox kills, followed by a struct sandbox_report. */
+#define CHILD_MSG_SANDBOX 'S'
 
 #endif

@@ -300,6 +300,7 @@ static struct {
 	double start_time;		/* Unix time */
 	uint64_t reloads, reload_failures;
 	uint64_t worker_restarts, health_restarts;
+	uint64_t sandbox_kills;
 	bool last_reload_ok;
 } mm;
 
@@ -357,6 +358,12 @@ metrics_note_restart(bool health_process)
 		mm.health_restarts++;
 	else
 		mm.worker_restarts++;
+}
+
+void
+metrics_note_sandbox_kill(void)
+{
+	mm.sandbox_kills++;
 }
 
 void
@@ -478,6 +485,11 @@ metrics_render_master(struct evbuffer *out, const struct metrics_view *v)
 	prom_family(out, "smtpfront_deny_entries_max", PROM_GAUGE,
 	    "Runtime deny entries the table can hold.");
 	prom_sample(out, "smtpfront_deny_entries_max", NULL, 0, DENY_MAX);
+	prom_family(out, "smtpfront_sandbox_kills_total", PROM_COUNTER,
+	    "Children (workers or the health process) the sandbox killed for "
+	    "a forbidden system call.");
+	prom_sample_u64(out, "smtpfront_sandbox_kills_total", NULL, 0,
+	    mm.sandbox_kills);
 }
 
 static void

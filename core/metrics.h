@@ -121,6 +121,8 @@ void metrics_master_attach(void);
 uint64_t metrics_log_dropped(void);
 void metrics_note_reload(bool ok);
 void metrics_note_restart(bool health_process);
+/* A child died of SIGSYS under its sandbox. */
+void metrics_note_sandbox_kill(void);
 
 struct metrics_view {
 	const struct runtime *rt;	/* listeners and servers shown */

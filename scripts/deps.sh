@@ -3,8 +3,9 @@
 # Install from Debian's archive what a task needs, and only what is missing.
 #
 #   scripts/deps.sh [build]  build smtpfront (and run the demo): compiler,
-#                            meson, ninja, libevent, libyaml, Check, python3,
-#                            netcat-openbsd for the demo's hint. No service.
+#                            meson, ninja, libevent, libyaml, libseccomp,
+#                            Check, python3, netcat-openbsd for the demo's
+#                            hint. No service.
 #   scripts/deps.sh pkg      build + what the .deb/.rpm builds and their
 #                            checks use: debhelper, lintian, rpm, rpmlint,
 #                            mandoc, systemd (systemd-analyze only).
@@ -12,7 +13,8 @@
 #                            postfix, haproxy, nginx-light with its stream
 #                            module, strace, valgrind, clang with libFuzzer,
 #                            prometheus (promtool and a throwaway server),
-#                            fail2ban (postfix_fail2ban.py runs its server).
+#                            fail2ban (postfix_fail2ban.py runs its server),
+#                            gdb (the sandbox test makes a worker misbehave).
 #   scripts/deps.sh prometheus  prometheus only (what the metrics tests run).
 #
 # Test packages are installed without starting their services: a
@@ -26,11 +28,11 @@
 set -eu
 
 mode=${1:-build}
-build="gcc pkg-config meson ninja-build libevent-dev libyaml-dev check
-       libsubunit-dev python3 netcat-openbsd"
+build="gcc pkg-config meson ninja-build libevent-dev libyaml-dev
+       libseccomp-dev check libsubunit-dev python3 netcat-openbsd"
 pkg="dpkg-dev debhelper fakeroot lintian rpm rpmlint cpio mandoc systemd"
 test="postfix haproxy nginx-light libnginx-mod-stream strace procps iproute2
-      valgrind clang libclang-rt-14-dev prometheus fail2ban"
+      valgrind clang libclang-rt-14-dev prometheus fail2ban gdb"
 
 case $mode in
 build) want=$build ;;
@@ -38,7 +40,7 @@ pkg) want="$build $pkg" ;;
 test) want="$build $pkg $test" ;;
 prometheus) want="prometheus" ;;
 -h | --help)
-	sed -n '3,25p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '3,27p' "$0" | sed 's/^# \{0,1\}//'
 	exit 0 ;;
 *)
 	echo "usage: $0 [build|pkg|test|prometheus]" >&2

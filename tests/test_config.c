@@ -369,6 +369,7 @@ START_TEST(test_minimal_defaults)
 	ck_assert_str_eq(cfg->user, "");
 	ck_assert_str_eq(cfg->group, "");
 	ck_assert_uint_eq(cfg->shutdown_timeout_ms, 60000);
+	ck_assert(cfg->sandbox);
 	ck_assert_uint_gt(strlen(cfg->hostname), 0);
 	ck_assert_int_eq(cfg->log.target, CFG_LOG_STDERR);
 	ck_assert_int_eq(cfg->log.facility, LOG_MAIL);
@@ -1171,6 +1172,49 @@ START_TEST(test_port25_warning)
 }
 END_TEST
 
+/* sandbox: true is quiet, false warns where it is written, others fail. */
+START_TEST(test_sandbox_key)
+{
+	static const struct {
+		const char *value;
+		bool ok, on;
+	} v[] = {
+		{ "true", true, true },
+		{ "false", true, false },
+		{ "yes", false, false },
+		{ "\"false\"", true, false },
+		{ "[true]", false, false },
+	};
+	char yaml[1024];
+	struct cfg_diag d;
+	struct config *cfg;
+
+	snprintf(yaml, sizeof yaml, "hostname: mx.example.org\n"
+	    "sandbox: %s\n"
+	    "listeners: [{name: smtp, bind: \"127.0.0.1:2525\", pool: p}]\n"
+	    "pools: {p: {servers: [{name: a, address: \"127.0.0.1:10025\"}]}}\n",
+	    v[_i].value);
+	cfg = load(yaml, &d);
+	if (!v[_i].ok) {
+		ck_assert_ptr_null(cfg);
+		ck_assert_msg(find(&d, CFG_ERROR, 2, 10, "sandbox") != NULL ||
+		    find(&d, CFG_ERROR, 2, 10, "true or false") != NULL,
+		    "%s", dump(&d));
+		cfg_diag_free(&d);
+		return;
+	}
+	ck_assert_msg(cfg != NULL, "%s", dump(&d));
+	ck_assert_int_eq(cfg->sandbox, v[_i].on);
+	ck_assert_uint_eq(d.nwarnings, v[_i].on ? 0 : 1);
+	if (!v[_i].on)
+		ck_assert_ptr_nonnull(strstr(dump(&d), "t.yaml:2:10: warning: "
+		    "sandbox: false: workers and the health process run "
+		    "without their system call filter"));
+	cfg_free(cfg);
+	cfg_diag_free(&d);
+}
+END_TEST
+
 /* ---- files and printing ---- */
 
 START_TEST(test_load_file)
@@ -1449,6 +1493,7 @@ config_suite(void)
 	tcase_add_test(tc, test_metrics_bind);
 	tcase_add_loop_test(tc, test_port25_warning, 0,
 	    (int)(sizeof warn_vectors / sizeof warn_vectors[0]));
+	tcase_add_loop_test(tc, test_sandbox_key, 0, 5);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("cfg_check_supported");

@@ -207,6 +207,8 @@ health_main(const struct runtime *rt, int parent_fd)
 	metrics_health_attach();
 	if (child_drop_privileges(rt->cfg) == -1)
 		exit(CHILD_EXIT_CONFIG);
+	if (child_sandbox(rt->cfg, SANDBOX_HEALTH, parent_fd) == -1)
+		exit(CHILD_EXIT_CONFIG);
 	h.base = child_event_base();
 	for (size_t i = 0; i < rt->npools; i++)
 		n += rt->pools[i].cfg->nservers;

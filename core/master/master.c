@@ -57,6 +57,7 @@
 #include "core/metrics.h"
 #include "core/net.h"
 #include "core/runtime.h"
+#include "core/sandbox.h"
 #include "core/shm.h"
 #include "core/worker/clients.h"
 #include "core/worker/fdplan.h"
@@ -95,6 +96,12 @@ struct child {
 	int chan;			/* the master's end of its channel, or -1 */
 	struct event *chan_ev;
 	bool ready;			/* said it is accepting */
+	/* A CHILD_MSG_SANDBOX being read, and the call it names. */
+	unsigned char sbmsg[sizeof(struct sandbox_report)];
+	size_t sblen;			/* 0: none; else bytes read + 1 */
+	bool sandboxed;			/* it installed its filter */
+	bool sbreported;
+	struct sandbox_report sbreport;
 	int64_t started_us;
 	unsigned quick_deaths;
 	bool respawn_pending;
@@ -302,6 +309,20 @@ master_chan_read(struct child *c)
 
 	while ((n = read(c->chan, buf, sizeof(buf))) > 0) {
 		for (ssize_t i = 0; i < n; i++) {
+			if (c->sblen > 0) {
+				c->sbmsg[c->sblen++ - 1] = (unsigned char)buf[i];
+				if (c->sblen - 1 < sizeof(c->sbmsg))
+					continue;
+				memcpy(&c->sbreport, c->sbmsg,
+				    sizeof(c->sbreport));
+				c->sbreported = true;
+				c->sblen = 0;
+				continue;
+			}
+			if (buf[i] == CHILD_MSG_SANDBOX) {
+				c->sblen = 1;
+				continue;
+			}
 			if (buf[i] != CHILD_MSG_READY || c->ready)
 				continue;
 			c->ready = true;
@@ -415,6 +436,9 @@ master_spawn(struct master *m, struct child *c, struct runtime *rt)
 	c->generation = rt->generation;
 	rt->nchildren++;
 	c->ready = false;
+	c->sblen = 0;
+	c->sbreported = false;
+	c->sandboxed = rt->cfg->sandbox && sandbox_unavailable() == NULL;
 	c->draining = false;
 	c->started_us = net_now_us();
 	c->respawn_pending = false;
@@ -727,6 +751,29 @@ master_reap_worker(struct master *m, struct child *c, bool starting,
 		master_respawn(m, c);
 }
 
+/* A child that died of SIGSYS under its filter: say what it called. */
+static void
+master_note_sandbox_kill(const struct child *c, pid_t pid, int status)
+{
+	char name[64];
+
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGSYS ||
+	    (!c->sandboxed && !c->sbreported))
+		return;
+	if (c->sbreported)
+		sandbox_syscall_name(c->sbreport.arch, c->sbreport.nr, name,
+		    sizeof(name));
+	else
+		snprintf(name, sizeof(name), "unknown (not reported)");
+	if (c->kind == CHILD_WORKER)
+		log_warnx("sandbox: worker %u (pid %ld) killed: forbidden "
+		    "system call %s", c->slot, (long)pid, name);
+	else
+		log_warnx("sandbox: health process (pid %ld) killed: "
+		    "forbidden system call %s", (long)pid, name);
+	metrics_note_sandbox_kill();
+}
+
 static struct child *
 master_child_by_pid(struct master *m, pid_t pid)
 {
@@ -759,6 +806,7 @@ master_reap(struct master *m)
 		if (c->chan != -1)
 			(void)master_chan_read(c);
 		master_chan_close(c);
+		master_note_sandbox_kill(c, pid, status);
 		c->pid = 0;
 		rt = c->rt;
 		c->rt = NULL;
@@ -1531,6 +1579,11 @@ master_run(struct config *cfg)
 
 	memset(m, 0, sizeof(*m));
 	metrics_master_start();
+	if (!cfg->sandbox)
+		log_warnx("sandbox: off (sandbox: false): workers and the "
+		    "health process run without their system call filter");
+	else if (sandbox_unavailable() != NULL)
+		log_info("sandbox: off: %s", sandbox_unavailable());
 	m->reload.resolver_fd = -1;
 	m->health.kind = CHILD_HEALTH;
 	m->health.chan = -1;

@@ -226,7 +226,7 @@ worker_refuse_one(struct worker *w, const struct worker_listen *wl,
 	if (fd != -1)
 		session_refuse(&w->env, wl->listener, fd,
 		    (struct sockaddr *)&peer, len, why);
-	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	w->reserve_fd = eventfd(0, EFD_CLOEXEC);
 	return fd != -1;
 }
 
@@ -564,7 +564,7 @@ worker_main(const struct runtime *rt, unsigned slot, int parent_fd,
 		}
 	}
 	w.cap = fdplan_worker_sessions(fdplan_limit(false), w.nlistens);
-	w.reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	w.reserve_fd = eventfd(0, EFD_CLOEXEC);
 	w.kick_fd = kick_fd;
 	w.kick_ev = event_new(w.base, kick_fd, EV_READ | EV_PERSIST,
 	    worker_on_kick, &w);
@@ -582,6 +582,9 @@ worker_main(const struct runtime *rt, unsigned slot, int parent_fd,
 
 	log_debug("worker %u started (generation %u), up to %u sessions",
 	    slot, rt->generation, w.cap);
+	/* Not before: setting up reads /proc/self/fd (worker_find_epoll). */
+	if (child_sandbox(rt->cfg, SANDBOX_WORKER, parent_fd) == -1)
+		exit(CHILD_EXIT_CONFIG);
 	child_ready();
 	event_base_dispatch(w.base);
 	log_debug("worker %u: %llu connection(s) accepted, %llu wake-up(s) "

@@ -73,6 +73,8 @@ static char log_syslog_path[sizeof(((struct sockaddr_un *)0)->sun_path)] =
 static int64_t log_syslog_retry_us;	/* reconnect not before this */
 /* The syslog fallback was reported (inherited by children: said once). */
 static bool log_fallback_said;
+/* Under the seccomp filter (sandbox.c): no Unix stream socket. */
+static bool log_in_sandbox;
 
 static struct log_sink log_err_sink = { .fd = STDERR_FILENO };
 static struct log_sink log_sys_sink = { .fd = -1 };
@@ -225,12 +227,15 @@ log_syslog_connect(void)
 	struct log_sink *s = &log_sys_sink;
 	struct sockaddr_un sun;
 	int fd, e = ENOENT;
+	/* A sandboxed child may create no Unix stream socket: datagrams only
+	 * (journald's and rsyslog's /dev/log are datagram sockets). */
+	size_t ntypes = log_in_sandbox ? 1 : 2;
 
 	log_sink_close(s);
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	memcpy(sun.sun_path, log_syslog_path, sizeof(sun.sun_path));
-	for (size_t i = 0; i < 2; i++) {
+	for (size_t i = 0; i < ntypes; i++) {
 		fd = socket(AF_UNIX, types[i] | SOCK_CLOEXEC | SOCK_NONBLOCK,
 		    0);
 		if (fd == -1)
@@ -627,4 +632,10 @@ fatalx(const char *fmt, ...)
 	log_vwrite(CFG_LOG_ERROR, 0, fmt, ap);
 	va_end(ap);
 	exit(1);
+}
+
+void
+log_sandboxed(void)
+{
+	log_in_sandbox = true;
 }

@@ -53,4 +53,8 @@ void fatal(const char *fmt, ...)
 void fatalx(const char *fmt, ...)
     __attribute__((format(printf, 1, 2), noreturn));
 
+/* The process is about to put on its seccomp filter: from now on the
+ * syslog socket is reconnected as a datagram socket only. */
+void log_sandboxed(void);
+
 #endif

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <seccomp.h>
@@ -66,9 +67,13 @@ static int sandbox_report_fd = -1;
  * and libevent call elsewhere: clock_* and gettimeofday where the vDSO
  * does not answer, epoll_pwait and ppoll (the only ones on arm64),
  * madvise (free), futex, getrandom, rt_sigreturn, restart_syscall, exit.
+ * The log (core/log.c) writes a pipe on stderr with pwritev2(RWF_NOWAIT);
+ * readers of a table whose writer is mid-update (clients.c, deny.c) yield
+ * with sched_yield before they look again.
  */
 static const int sandbox_common[] = {
-	SCMP_SYS(read), SCMP_SYS(readv), SCMP_SYS(write),
+	SCMP_SYS(read), SCMP_SYS(readv), SCMP_SYS(write), SCMP_SYS(pwritev2),
+	SCMP_SYS(sched_yield),
 	SCMP_SYS(recvfrom), SCMP_SYS(sendto), SCMP_SYS(sendmsg),
 	SCMP_SYS(close), SCMP_SYS(shutdown), SCMP_SYS(connect),
 	SCMP_SYS(getsockopt), SCMP_SYS(setsockopt), SCMP_SYS(getsockname),
@@ -216,6 +221,12 @@ sandbox_enter(enum sandbox_role role, int report_fd)
 	sigemptyset(&sys);
 	sigaddset(&sys, SIGSYS);
 	sandbox_report_fd = report_fd;
+	/* localtime_r() in log lines reads the zone file on its first use:
+	 * read it now, while files may still be opened. */
+	tzset();
+	/* The log may reconnect to the syslog socket: only as a datagram
+	 * socket from here on (socket() allows no Unix stream). */
+	log_sandboxed();
 	if (sigaction(SIGSYS, &sa, NULL) == -1 ||
 	    sigprocmask(SIG_UNBLOCK, &sys, NULL) == -1) {
 		log_err("sandbox: SIGSYS handler");

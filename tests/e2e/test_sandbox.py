@@ -214,4 +214,4 @@ class SandboxTest(h.ControlClient, unittest.TestCase):
 
 
 if __name__ == '__main__':
-    unittest.main()
+    h.main()

@@ -4,8 +4,10 @@
  * previous generation already has (listening sockets, shm slots).
  */
 #include <sys/socket.h>
+#include <netinet/in.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -118,6 +120,114 @@ rt_take_fd(const struct runtime *rt, const struct runtime *prev,
 	return -1;
 }
 
+/* ------------------------------------------------------------ inherited */
+
+struct rt_inherited {
+	int fd;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char name[256];
+};
+static struct rt_inherited *rt_inh;
+static size_t rt_ninh;
+
+int
+runtime_inherit(int fd, const char *name)
+{
+	struct rt_inherited *n, e;
+	int type = 0, acc = 0, fl;
+	socklen_t tl = sizeof(type), al = sizeof(acc);
+
+	memset(&e, 0, sizeof(e));
+	e.fd = fd;
+	e.len = sizeof(e.ss);
+	snprintf(e.name, sizeof(e.name), "%s", name != NULL ? name : "-");
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == -1 ||
+	    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) == -1 ||
+	    getsockname(fd, (struct sockaddr *)&e.ss, &e.len) == -1 ||
+	    type != SOCK_STREAM || !acc || (e.ss.ss_family != AF_INET &&
+	    e.ss.ss_family != AF_INET6)) {
+		log_warnx("inherited descriptor %d (%s) is not a listening TCP "
+		    "socket; closing it", fd, e.name);
+		close(fd);
+		return -1;
+	}
+	/* Workers accept without blocking; children must not keep it past
+	 * an exec of their own. */
+	if ((fl = fcntl(fd, F_GETFL)) != -1)
+		(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+	if ((n = realloc(rt_inh, (rt_ninh + 1) * sizeof(*n))) == NULL) {
+		close(fd);
+		return -1;
+	}
+	rt_inh = n;
+	rt_inh[rt_ninh++] = e;
+	return 0;
+}
+
+static bool
+rt_sockaddr_equal(const struct sockaddr_storage *a,
+    const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+
+		return x->sin_port == y->sin_port &&
+		    x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a,
+		    *y = (const void *)b;
+
+		return x->sin6_port == y->sin6_port &&
+		    x->sin6_scope_id == y->sin6_scope_id &&
+		    memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+	}
+	return false;
+}
+
+/* The inherited socket bound to a, taken out of the list; -1 if none. */
+static int
+rt_take_inherited(const struct cfg_addr *a)
+{
+	for (size_t i = 0; i < rt_ninh; i++) {
+		int fd = rt_inh[i].fd;
+
+		if (!rt_sockaddr_equal(&rt_inh[i].ss, &a->ss))
+			continue;
+		log_info("listening on %s with the socket handed over as %s",
+		    a->text, rt_inh[i].name);
+		rt_inh[i] = rt_inh[--rt_ninh];
+		return fd;
+	}
+	return -1;
+}
+
+void
+runtime_inherit_done(void)
+{
+	for (size_t i = 0; i < rt_ninh; i++) {
+		log_info("closing the inherited socket %s: no listener binds "
+		    "its address any more", rt_inh[i].name);
+		close(rt_inh[i].fd);
+	}
+	free(rt_inh);
+	rt_inh = NULL;
+	rt_ninh = 0;
+}
+
+void
+runtime_bind_name(const struct cfg_addr *a, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s", a->text);
+	for (char *p = buf; *p != '\0'; p++)
+		if (*p == ':')
+			*p = '_';
+}
+
 /* Free rt without touching sockets it took over from its predecessor. */
 static void
 rt_discard(struct runtime *rt)
@@ -224,7 +334,9 @@ runtime_new(struct config *cfg, unsigned generation,
 				b->inherited = true;
 				continue;
 			}
-			b->fd = net_listen(b->addr);
+			b->fd = rt_take_inherited(b->addr);
+			if (b->fd == -1)
+				b->fd = net_listen(b->addr);
 			if (b->fd == -1) {
 				rt_err(err, errcap, "listener %s: cannot listen "
 				    "on %s: %s%s", lc->name, b->addr->text,

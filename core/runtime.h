@@ -110,4 +110,17 @@ void runtime_free(struct runtime *rt);
 /* The slot table's memory (master exit). */
 void runtime_slots_free(struct rt_slots *slots);
 
+/*
+ * Listening sockets this process was handed (systemd's LISTEN_FDS, or the
+ * previous image at an upgrade). runtime_new() takes the one whose local
+ * address is a bind's instead of binding it; runtime_inherit_done() closes
+ * those nothing took. name is for the log. -1 (fd closed, logged) when fd
+ * is not a listening TCP socket.
+ */
+int runtime_inherit(int fd, const char *name);
+void runtime_inherit_done(void);
+/* The name a bind's socket has in systemd's descriptor store and at an
+ * upgrade: its address text with ':' (not allowed there) as '_'. */
+void runtime_bind_name(const struct cfg_addr *a, char *buf, size_t cap);
+
 #endif

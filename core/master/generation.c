@@ -138,8 +138,8 @@ master_check_ready(struct master *m)
 			m->started = true;
 			evtimer_del(m->start_timer);
 			master_log_ready(m);
-			if (notify_send("READY=1\nSTATUS=ready") == -1)
-				log_warn("sd_notify READY=1");
+			master_notify_ready(m->rt, "READY=1\nSTATUS=ready",
+			    true);
 		}
 	}
 	if (m->reload.phase == RELOAD_STARTING) {
@@ -355,6 +355,7 @@ master_reload_commit(struct master *m)
 	    rt->cfg->log.level);
 	/* Removed listeners close now (the old workers close their copies
 	 * on SIGTERM); the runtime stays while its children drain. */
+	master_fdstore_remove(old);
 	runtime_close(old);
 	for (size_t i = 0; i < m->nworkers; i++) {
 		struct child *c = m->workers[i];
@@ -387,8 +388,7 @@ master_reload_commit(struct master *m)
 	    d.listeners_added, d.listeners_removed, d.servers_kept,
 	    d.servers_added, d.servers_removed,
 	    (double)(net_now_us() - r->started_us) / 1e6);
-	if (notify_send("READY=1\nSTATUS=ready") == -1)
-		log_warn("sd_notify READY=1");
+	master_notify_ready(rt, "READY=1\nSTATUS=ready", false);
 	master_reload_end(m, rt->generation);
 }
 

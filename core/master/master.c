@@ -228,7 +228,9 @@ master_run(struct config *cfg)
 	clients_shm_register(cfg);
 	shm_create(cfg);
 	err[0] = '\0';
+	master_listen_fds();
 	m->rt = runtime_new(cfg, 1, NULL, &m->slots, err, sizeof(err));
+	runtime_inherit_done();
 	if (m->rt == NULL) {
 		master_log_lines("", err);
 		cfg_free(cfg);

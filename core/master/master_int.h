@@ -167,6 +167,16 @@ int master_reload_begin(struct master *m, const char *who, char *err,
     size_t cap);
 void master_on_reload_timer(evutil_socket_t fd, short what, void *arg);
 
+/* fdstore.c */
+/* Before the first runtime: take the sockets systemd passed. */
+void master_listen_fds(void);
+/* rt is current: send state (READY=1...) with its listening sockets for
+ * systemd's store (all of them, or those it bound itself). */
+void master_notify_ready(const struct runtime *rt, const char *state,
+    bool all);
+/* After runtime_commit(rt, old): drop from the store what old still has. */
+void master_fdstore_remove(const struct runtime *old);
+
 /* stop.c */
 void master_on_kill_timer(evutil_socket_t fd, short what, void *arg);
 void master_stop(struct master *m, int signo);

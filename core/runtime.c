@@ -166,29 +166,6 @@ runtime_inherit(int fd, const char *name)
 	return 0;
 }
 
-static bool
-rt_sockaddr_equal(const struct sockaddr_storage *a,
-    const struct sockaddr_storage *b)
-{
-	if (a->ss_family != b->ss_family)
-		return false;
-	if (a->ss_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-
-		return x->sin_port == y->sin_port &&
-		    x->sin_addr.s_addr == y->sin_addr.s_addr;
-	}
-	if (a->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *x = (const void *)a,
-		    *y = (const void *)b;
-
-		return x->sin6_port == y->sin6_port &&
-		    x->sin6_scope_id == y->sin6_scope_id &&
-		    memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
-	}
-	return false;
-}
-
 /* The inherited socket bound to a, taken out of the list; -1 if none. */
 static int
 rt_take_inherited(const struct cfg_addr *a)
@@ -196,7 +173,7 @@ rt_take_inherited(const struct cfg_addr *a)
 	for (size_t i = 0; i < rt_ninh; i++) {
 		int fd = rt_inh[i].fd;
 
-		if (!rt_sockaddr_equal(&rt_inh[i].ss, &a->ss))
+		if (!net_sockaddr_equal(&rt_inh[i].ss, &a->ss))
 			continue;
 		log_info("listening on %s with the socket handed over as %s",
 		    a->text, rt_inh[i].name);
@@ -367,6 +344,20 @@ rt_each_slot(struct runtime *rt, struct rt_slots *slots,
 {
 	char key[sizeof(slots->servers[0].key)];
 
+	for (size_t i = 0; i < rt->nhold_servers; i++) {
+		unsigned slot = rt->hold_servers[i];
+
+		if (slot < slots->nservers)
+			fn(&slots->servers[slot], slots->servers[slot].key,
+			    slot, true, arg);
+	}
+	for (size_t i = 0; i < rt->nhold_listeners; i++) {
+		unsigned slot = rt->hold_listeners[i];
+
+		if (slot < slots->nlisteners)
+			fn(&slots->listeners[slot], slots->listeners[slot].key,
+			    slot, false, arg);
+	}
 	for (size_t i = 0; i < rt->npools; i++) {
 		const struct cfg_pool *p = rt->pools[i].cfg;
 
@@ -417,6 +408,68 @@ runtime_hold(struct runtime *rt, struct rt_slots *slots)
 		return;
 	rt_each_slot(rt, slots, rt_hold_slot, NULL);
 	rt->held = true;
+}
+
+static void
+rt_adopt_slot(struct rt_slot_owner *o, const char *key, unsigned slot,
+    bool server, void *arg)
+{
+	if (o->key[0] == '\0')
+		snprintf(o->key, sizeof(o->key), "%s", key);
+	o->users++;
+}
+
+void
+runtime_hold_adopted(struct runtime *rt, struct rt_slots *slots)
+{
+	if (rt->held)
+		return;
+	rt_each_slot(rt, slots, rt_adopt_slot, NULL);
+	rt->held = true;
+}
+
+struct runtime *
+runtime_new_holder(unsigned generation, const unsigned *servers,
+    size_t nservers, const unsigned *listeners, size_t nlisteners)
+{
+	struct runtime *rt = calloc(1, sizeof(*rt));
+
+	if (rt == NULL)
+		return NULL;
+	rt->generation = generation;
+	rt->hold_servers = calloc(nservers + 1, sizeof(unsigned));
+	rt->hold_listeners = calloc(nlisteners + 1, sizeof(unsigned));
+	if (rt->hold_servers == NULL || rt->hold_listeners == NULL) {
+		runtime_free(rt);
+		return NULL;
+	}
+	memcpy(rt->hold_servers, servers, nservers * sizeof(unsigned));
+	memcpy(rt->hold_listeners, listeners, nlisteners * sizeof(unsigned));
+	rt->nhold_servers = nservers;
+	rt->nhold_listeners = nlisteners;
+	return rt;
+}
+
+int
+runtime_slot_restore(struct rt_slots *slots, bool server, size_t i,
+    const char *key, unsigned generation)
+{
+	struct rt_slot_owner **t = server ? &slots->servers : &slots->listeners;
+	size_t *n = server ? &slots->nservers : &slots->nlisteners;
+
+	if (i >= *n) {
+		struct rt_slot_owner *no = realloc(*t, (i + 1) * sizeof(*no));
+
+		if (no == NULL)
+			return -1;
+		memset(no + *n, 0, (i + 1 - *n) * sizeof(*no));
+		*t = no;
+		*n = i + 1;
+	}
+	snprintf((*t)[i].key, sizeof((*t)[i].key), "%s", key);
+	(*t)[i].generation = generation;
+	(*t)[i].users = 0;
+	return 0;
 }
 
 void
@@ -540,6 +593,9 @@ runtime_free(struct runtime *rt)
 		free(rt->pools[i].server_slot);
 	free(rt->pools);
 	cfg_free(rt->cfg);
+	free(rt->source);
+	free(rt->hold_servers);
+	free(rt->hold_listeners);
 	free(rt);
 }
 

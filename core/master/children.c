@@ -71,7 +71,7 @@ master_chan_read(struct child *c)
 	return n == -1 && (errno == EAGAIN || errno == EINTR);
 }
 
-static void
+void
 master_on_channel(evutil_socket_t fd, short what, void *arg)
 {
 	struct child *c = arg;

@@ -218,7 +218,7 @@ master_reload_diag(struct master *m, const struct cfg_diag *diag)
 /* ------------------------------------------------------------ reload */
 
 /* user, group and control are fixed for the life of the master. */
-static void
+void
 master_keep_fixed(struct master *m, const struct config *old,
     struct config *cfg)
 {
@@ -286,7 +286,69 @@ master_reload_end(struct master *m, unsigned generation)
 
 	evtimer_del(r->timer);
 	r->phase = RELOAD_IDLE;
-	control_reload_done(m->ctl, generation, r->errors, r->warnings);
+	free(r->source);
+	r->source = NULL;
+	master_reload_answer(m, generation);
+}
+
+void
+master_reload_answer(struct master *m, unsigned generation)
+{
+	struct reload *r = &m->reload;
+
+	if (!r->upgrade) {
+		control_reload_done(m->ctl, generation, r->errors, r->warnings);
+		return;
+	}
+	r->upgrade = false;
+	metrics_note_upgrade(generation != 0 ? METRICS_UPGRADE_OK :
+	    METRICS_UPGRADE_FAILED);
+	if (generation != 0)
+		log_info("upgrade: smtpfront %s (%s) runs generation %u",
+		    SMTPFRONT_VERSION, m->binary, generation);
+	else
+		log_errx("upgrade: smtpfront %s (%s) could not start a "
+		    "generation; the workers of generation %u, started by the "
+		    "previous image, keep serving", SMTPFRONT_VERSION,
+		    m->binary, m->rt->generation);
+	control_upgrade_done(m->ctl, generation, m->binary, r->errors,
+	    r->warnings);
+}
+
+char *
+master_read_source(const char *path, size_t *len)
+{
+	size_t cap = 8192, n = 0, got;
+	char *buf = malloc(cap), *nb;
+	FILE *f = fopen(path, "re");
+
+	if (f == NULL || buf == NULL) {
+		if (f != NULL)
+			fclose(f);
+		free(buf);
+		return NULL;
+	}
+	while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+		n += got;
+		if (n + 1 < cap)
+			continue;
+		if (cap > ((size_t)64 << 20) || (nb = realloc(buf,
+		    cap * 2)) == NULL) {
+			n = 0;
+			break;
+		}
+		buf = nb;
+		cap *= 2;
+	}
+	if (ferror(f) || n == 0) {
+		fclose(f);
+		free(buf);
+		return NULL;
+	}
+	fclose(f);
+	buf[n] = '\0';
+	*len = n;
+	return buf;
 }
 
 /* The errors are in m->reload.errors: stop what was started. */
@@ -299,7 +361,8 @@ master_reload_fail(struct master *m)
 
 	if (r->phase == RELOAD_IDLE)
 		return;
-	metrics_note_reload(false);
+	if (!r->upgrade)
+		metrics_note_reload(false);
 	metrics_http_abandon(m->metrics);
 	master_resolver_stop(m);
 	cfg_free(r->cfg);
@@ -350,7 +413,8 @@ master_reload_commit(struct master *m)
 	r->rt = NULL;
 	control_set_runtime(m->ctl, rt);
 	metrics_http_commit(m->metrics);
-	metrics_note_reload(true);
+	if (!r->upgrade)
+		metrics_note_reload(true);
 	log_setup(rt->cfg->log.target == CFG_LOG_SYSLOG, rt->cfg->log.facility,
 	    rt->cfg->log.level);
 	/* Removed listeners close now (the old workers close their copies
@@ -393,7 +457,7 @@ master_reload_commit(struct master *m)
 }
 
 /* bind + fork: the names are resolved; start the new generation. */
-static void
+void
 master_reload_start_workers(struct master *m, struct config *cfg)
 {
 	struct reload *r = &m->reload;
@@ -424,6 +488,9 @@ master_reload_start_workers(struct master *m, struct config *cfg)
 		return;
 	}
 	master_rt_add(m, rt);
+	rt->source = r->source;
+	rt->source_len = r->source_len;
+	r->source = NULL;
 	r->rt = rt;
 	r->phase = RELOAD_STARTING;
 	runtime_hold(rt, &m->slots);
@@ -618,7 +685,11 @@ master_reload_begin(struct master *m, const char *who, char *err,
 	r->phase = RELOAD_RESOLVING;
 	if (notify_send("RELOADING=1\nSTATUS=reloading") == -1)
 		log_warn("sd_notify RELOADING=1");
-	cfg = cfg_load_file(m->rt->cfg->path, &diag);
+	/* The text is kept with the runtime for an upgrade's handover; a
+	 * file that cannot be read gets its error from cfg_load_file(). */
+	r->source = master_read_source(m->rt->cfg->path, &r->source_len);
+	cfg = r->source != NULL ? cfg_load_string(r->source, r->source_len,
+	    m->rt->cfg->path, &diag) : cfg_load_file(m->rt->cfg->path, &diag);
 	master_reload_diag(m, &diag);
 	cfg_diag_free(&diag);
 	if (cfg == NULL) {

@@ -100,6 +100,13 @@ master_control_reload(void *arg, const char *who, char *err, size_t cap)
 	return master_reload_begin(arg, who, err, cap);
 }
 
+static int
+master_control_upgrade(void *arg, const char *who, const char *binary,
+    char *err, size_t cap)
+{
+	return master_upgrade_begin(arg, who, binary, err, cap);
+}
+
 /* ------------------------------------------------------------ signals */
 
 static void
@@ -117,6 +124,12 @@ master_on_signal(evutil_socket_t fd, short what, void *arg)
 		case SIGTERM:
 		case SIGINT:
 			master_stop(m, (int)si.ssi_signo);
+			break;
+		case SIGUSR2:
+			log_info("received SIGUSR2: upgrading");
+			if (master_upgrade_begin(m, "SIGUSR2", NULL, err,
+			    sizeof(err)) == -1)
+				log_warnx("SIGUSR2: %s", err);
 			break;
 		case SIGHUP:
 			log_info("received SIGHUP: reloading");
@@ -182,30 +195,99 @@ master_event_base(void)
 	return base;
 }
 
-int
-master_run(struct config *cfg)
+void
+master_init(struct master *m)
 {
-	struct master *m = &master;
-	struct timeval drain_tick = { 1, 0 };
-	static char err[RELOAD_ERR_MAX];
-	sigset_t set;
-
 	memset(m, 0, sizeof(*m));
-	metrics_master_start();
 	m->reload.resolver_fd = -1;
 	m->health.kind = CHILD_HEALTH;
 	m->health.chan = -1;
+	m->sigfd = m->kick_fd = -1;
+}
+
+/* Signals become events: blocked, and read from a signalfd. (After an
+ * upgrade's exec they are blocked already: the mask survives exec, and
+ * so does a SIGCHLD that came meanwhile.) */
+void
+master_setup_signals(struct master *m)
+{
+	sigset_t set;
+
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR2);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) == -1)
 		fatal("sigprocmask");
 	m->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (m->sigfd == -1)
 		fatal("signalfd");
+}
+
+void
+master_setup_events(struct master *m)
+{
+	struct timeval drain_tick = { 1, 0 };
+
+	m->base = master_event_base();
+	m->sig_ev = event_new(m->base, m->sigfd, EV_READ | EV_PERSIST,
+	    master_on_signal, m);
+	m->respawn_timer = evtimer_new(m->base, master_on_respawn, m);
+	m->kill_timer = evtimer_new(m->base, master_on_kill_timer, m);
+	m->drain_timer = event_new(m->base, -1, EV_PERSIST,
+	    master_on_drain_timer, m);
+	m->start_timer = evtimer_new(m->base, master_on_start_timer, m);
+	m->reload.timer = evtimer_new(m->base, master_on_reload_timer, m);
+	m->spawn_timer = evtimer_new(m->base, master_on_spawn, m);
+	if (m->sig_ev == NULL || m->respawn_timer == NULL ||
+	    m->kill_timer == NULL || m->drain_timer == NULL ||
+	    m->start_timer == NULL || m->reload.timer == NULL ||
+	    m->spawn_timer == NULL ||
+	    event_add(m->sig_ev, NULL) == -1 ||
+	    event_add(m->drain_timer, &drain_tick) == -1)
+		fatalx("cannot set up the master's events");
+	m->metrics = metrics_http_new(m->base, master_render_metrics, m);
+	if (m->metrics == NULL)
+		fatalx("cannot set up the metrics endpoint");
+}
+
+/* The control socket: a new one, or (fd != -1) the previous image's. */
+void
+master_setup_control(struct master *m, int fd)
+{
+	m->ctl = control_new(m->base, m->rt, master_control_workers,
+	    master_control_reload, master_control_upgrade, m, fd);
+	if (m->ctl == NULL)
+		fatalx("cannot serve the control socket %s",
+		    m->rt->cfg->control.socket);
+}
+
+void
+master_set_argv(char **argv)
+{
+	master.argv = argv;
+}
+
+int
+master_run(struct config *cfg)
+{
+	struct master *m = &master;
+	static char err[RELOAD_ERR_MAX];
+	char **argv = m->argv;
+	ssize_t n;
+
+	master_init(m);
+	m->argv = argv;
+	/* The file an upgrade execs by default: this one, by the path it
+	 * has now (a package upgrade puts the new binary there). */
+	n = readlink("/proc/self/exe", m->exe, sizeof(m->exe) - 1);
+	m->exe[n > 0 ? n : 0] = '\0';
+	memcpy(m->binary, m->exe, sizeof(m->binary));
+	metrics_master_start();
+	master_setup_signals(m);
 	/* Later loads are reloads: host names go to the resolver child. */
 	cfg_set_resolve_mode(CFG_RESOLVE_DEFER);
 
@@ -236,35 +318,17 @@ master_run(struct config *cfg)
 		cfg_free(cfg);
 		fatalx("cannot start");
 	}
+	/* What an upgrade hands to the next image (the file as it is now:
+	 * it was parsed a moment ago). */
+	if (cfg->path != NULL)
+		m->rt->source = master_read_source(cfg->path,
+		    &m->rt->source_len);
 	master_rt_add(m, m->rt);
 	runtime_hold(m->rt, &m->slots);
 	runtime_commit(m->rt, NULL, &m->slots, NULL);
 
-	m->base = master_event_base();
-	m->sig_ev = event_new(m->base, m->sigfd, EV_READ | EV_PERSIST,
-	    master_on_signal, m);
-	m->respawn_timer = evtimer_new(m->base, master_on_respawn, m);
-	m->kill_timer = evtimer_new(m->base, master_on_kill_timer, m);
-	m->drain_timer = event_new(m->base, -1, EV_PERSIST,
-	    master_on_drain_timer, m);
-	m->start_timer = evtimer_new(m->base, master_on_start_timer, m);
-	m->reload.timer = evtimer_new(m->base, master_on_reload_timer, m);
-	m->spawn_timer = evtimer_new(m->base, master_on_spawn, m);
-	if (m->sig_ev == NULL || m->respawn_timer == NULL ||
-	    m->kill_timer == NULL || m->drain_timer == NULL ||
-	    m->start_timer == NULL || m->reload.timer == NULL ||
-	    m->spawn_timer == NULL ||
-	    event_add(m->sig_ev, NULL) == -1 ||
-	    event_add(m->drain_timer, &drain_tick) == -1)
-		fatalx("cannot set up the master's events");
-	m->ctl = control_new(m->base, m->rt, master_control_workers,
-	    master_control_reload, m);
-	if (m->ctl == NULL)
-		fatalx("cannot serve the control socket %s",
-		    cfg->control.socket);
-	m->metrics = metrics_http_new(m->base, master_render_metrics, m);
-	if (m->metrics == NULL)
-		fatalx("cannot set up the metrics endpoint");
+	master_setup_events(m);
+	master_setup_control(m, -1);
 	if (metrics_http_prepare(m->metrics, cfg->metrics.enabled ?
 	    &cfg->metrics.bind : NULL, err, sizeof(err)) == -1)
 		fatalx("%s", err);
@@ -275,7 +339,12 @@ master_run(struct config *cfg)
 	if (master_spawn(m, &m->health, m->rt) == -1)
 		fatalx("cannot start the health process");
 	master_timer_add(m->start_timer, READY_QUIET_MS);
+	return master_loop(m);
+}
 
+int
+master_loop(struct master *m)
+{
 	event_base_dispatch(m->base);
 
 	master_kill_all(m, SIGKILL);

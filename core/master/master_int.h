@@ -77,7 +77,10 @@ _Static_assert(sizeof(struct resolver_msg) <= 4096, "PIPE_BUF");
 
 struct reload {
 	enum reload_phase phase;
+	bool upgrade;			/* started by an upgrade's new image */
 	unsigned generation;		/* the one being started */
+	char *source;			/* the config's text, for its runtime */
+	size_t source_len;
 	struct config *cfg;		/* RESOLVING: names being looked up */
 	struct runtime *rt;		/* STARTING: the new generation */
 	struct event *timer;		/* bound of the current step */
@@ -118,6 +121,9 @@ struct master {
 	bool started;			/* the first generation said ready */
 	bool stopping;
 	int exit_code;
+	char **argv;			/* as started: the upgrade execs with it */
+	char exe[4096];			/* binary an upgrade runs by default */
+	char binary[4096];		/* binary this image runs */
 };
 
 extern struct master master;
@@ -129,6 +135,11 @@ extern struct master master;
 		    (m)->workers[_i]) != NULL)
 
 /* master.c */
+void master_init(struct master *m);
+void master_setup_signals(struct master *m);
+void master_setup_events(struct master *m);
+void master_setup_control(struct master *m, int fd);
+int master_loop(struct master *m);
 void master_lines_add(char *buf, size_t cap, const char *line);
 void master_log_lines(const char *prefix, const char *text);
 void master_timer_add(struct event *ev, unsigned ms);
@@ -166,6 +177,13 @@ void master_reload_fail(struct master *m);
 int master_reload_begin(struct master *m, const char *who, char *err,
     size_t cap);
 void master_on_reload_timer(evutil_socket_t fd, short what, void *arg);
+void master_keep_fixed(struct master *m, const struct config *old,
+    struct config *cfg);
+void master_reload_start_workers(struct master *m, struct config *cfg);
+/* The config file's text (NUL-terminated; *len without the NUL), or NULL. */
+char *master_read_source(const char *path, size_t *len);
+/* The reload that was started is over: answer, as a reload or upgrade. */
+void master_reload_answer(struct master *m, unsigned generation);
 
 /* fdstore.c */
 /* Before the first runtime: take the sockets systemd passed. */
@@ -176,6 +194,13 @@ void master_notify_ready(const struct runtime *rt, const char *state,
     bool all);
 /* After runtime_commit(rt, old): drop from the store what old still has. */
 void master_fdstore_remove(const struct runtime *old);
+
+/* upgrade.c */
+/* Upgrade to binary (NULL: m->exe). Does not return when the exec
+ * works; -1 with the reason in err when refused or when it failed. */
+int master_upgrade_begin(struct master *m, const char *who,
+    const char *binary, char *err, size_t cap);
+void master_on_channel(evutil_socket_t fd, short what, void *arg);
 
 /* stop.c */
 void master_on_kill_timer(evutil_socket_t fd, short what, void *arg);

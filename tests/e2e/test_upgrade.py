@@ -7,13 +7,35 @@
   config has but the handover lacks is bound; a handed socket no bind wants
   is closed (its port refuses afterwards); FDSTORE=1 messages with the
   names come back on NOTIFY_SOCKET with the listening sockets attached.
+- Binary upgrade under load (a loop of mail sessions from four threads
+  counting connect errors and failed sessions, 100 sessions idle between
+  transactions, 10 uploads sending 1 KiB every 300 ms): 20 upgrades in a
+  row alternating between the built binary and a copy at another path:
+  no refused connection, no failed session, the master's pid unchanged,
+  /proc/PID/exe the binary asked for, a new session served by a worker of
+  the new generation each time; afterwards the idle sessions and uploads
+  finish normally.
+- An upgrade whose new image cannot start a generation (broken config)
+  answers the errors; the workers that were serving go on, under the new
+  image; a fixed config then upgrades.
+- A new binary that cannot read the state's format (test override) hands
+  it back: the previous image answers "refused" and keeps serving; a
+  crafted state in another format is refused by a starting smtpfront with
+  a clear error; an exec that fails leaves the running image as it was.
+- SIGUSR2 upgrades to the binary the master was started from.
 """
 
 import array
+import json
 import os
-import socket
-import tempfile
+import re
 import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import tempfile
+import threading
 import unittest
 
 import sfharness as h
@@ -106,6 +128,378 @@ class ListenFdsTest(unittest.TestCase):
         self.assertEqual(got, {'[127.0.0.1]_%d' % p1: p1,
                                '[127.0.0.1]_%d' % p2: p2})
         sf.stop_checked(self)
+
+
+def metric(text, name, **labels):
+    want = ','.join('%s="%s"' % kv for kv in sorted(labels.items()))
+    for line in text.split('\n'):
+        if line.startswith(name + ('{%s}' % want if want else '') + ' '):
+            return float(line.split()[-1])
+    return None
+
+
+class Load:
+    """Mail sessions in a loop from a few threads: one message each, then
+    QUIT. Counts the sessions that got 221, the connections that failed
+    (refused, reset, timed out) and the sessions that did not end well."""
+
+    def __init__(self, port, threads):
+        self.port = port
+        self.cond = threading.Condition()
+        self.ok = 0
+        self.connect_errors, self.failures = [], []
+        self.stopping = False
+        self.threads = [threading.Thread(target=self.run, daemon=True)
+                        for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def session(self):
+        try:
+            c = smtplib.SMTP(timeout=TIMEOUT)
+            c.connect('127.0.0.1', self.port)
+        except (OSError, smtplib.SMTPException) as e:
+            return 'connect', repr(e)
+        try:
+            c.ehlo('load.test')
+            c.sendmail('load@client.test', ['b@example.org'],
+                       'Subject: load\r\n\r\nbody\r\n')
+            code = c.quit()[0]
+            return (None, None) if code == 221 else ('quit', code)
+        except (OSError, smtplib.SMTPException) as e:
+            c.close()
+            return 'session', repr(e)
+
+    def run(self):
+        while True:
+            with self.cond:
+                if self.stopping:
+                    return
+            where, what = self.session()
+            with self.cond:
+                if where is None:
+                    self.ok += 1
+                elif where == 'connect':
+                    self.connect_errors.append(what)
+                else:
+                    self.failures.append((where, what))
+                self.cond.notify_all()
+
+    def wait_ok(self, n, timeout):
+        with self.cond:
+            k = self.ok
+            return self.cond.wait_for(lambda: self.ok >= k + n, timeout)
+
+    def stop(self):
+        with self.cond:
+            self.stopping = True
+        for t in self.threads:
+            t.join(TIMEOUT)
+
+
+class Idle:
+    """A session between transactions: greeted, EHLO done, then quiet."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(('127.0.0.1', port),
+                                             timeout=TIMEOUT)
+        self.f = self.sock.makefile('rb')
+        self.expect(b'220')
+        self.sock.sendall(b'EHLO idle.test\r\n')
+        self.expect(b'250')
+
+    def expect(self, code):
+        while True:
+            line = self.f.readline()
+            if not line:
+                raise AssertionError('connection closed, wanted %r' % code)
+            if not line.startswith(code):
+                raise AssertionError('got %r, wanted %r' % (line, code))
+            if line[3:4] == b' ':
+                return line
+
+    def finish(self):
+        self.sock.sendall(b'NOOP\r\n')
+        self.expect(b'250')
+        self.sock.sendall(b'QUIT\r\n')
+        self.expect(b'221')
+        self.sock.close()
+
+
+class Upload(threading.Thread):
+    """A message sent 1 KiB every 300 ms until stopped, then ended."""
+
+    def __init__(self, port, stop):
+        super().__init__(daemon=True)
+        self.port, self.stop, self.result, self.chunks = port, stop, None, 0
+        self.cond = threading.Condition()
+
+    def wait_chunk(self, than, timeout):
+        """Until more than `than` chunks went out (or it ended)."""
+        with self.cond:
+            return self.cond.wait_for(
+                lambda: self.chunks > than or self.result is not None,
+                timeout)
+
+    def run(self):
+        try:
+            s = Idle(self.port)
+            for cmd in (b'MAIL FROM:<up@client.test>', b'RCPT TO:<b@example.org>'):
+                s.sock.sendall(cmd + b'\r\n')
+                s.expect(b'250')
+            s.sock.sendall(b'DATA\r\n')
+            s.expect(b'354')
+            s.sock.sendall(b'Subject: slow\r\n\r\n')
+            while not self.stop.wait(0.3):
+                s.sock.sendall((b'x' * 1022) + b'\r\n')
+                with self.cond:
+                    self.chunks += 1
+                    self.cond.notify_all()
+            s.sock.sendall(b'.\r\n')
+            s.expect(b'250')
+            s.sock.sendall(b'QUIT\r\n')
+            s.expect(b'221')
+            s.sock.close()
+            self.result = 'ok'
+        except Exception as e:          # reported by the test
+            self.result = repr(e)
+        with self.cond:
+            self.cond.notify_all()
+
+
+@unittest.skipIf(h.FRONT != 'smtpfront', 'smtpfront only')
+class UpgradeTest(h.ControlClient, unittest.TestCase):
+    ctl_timeout = 60
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix='sftest-upgrade-')
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.backend = h.Backend(mode='normal', proxy='v2', name='b1')
+        self.addCleanup(self.backend.stop)
+        # "A rebuilt binary": the same one at another path, so
+        # /proc/PID/exe tells which image runs.
+        self.copy = os.path.join(self.tmp, 'smtpfront-next')
+        shutil.copy2(h.SMTPFRONT_BIN, self.copy)
+
+    def start(self, **kw):
+        self.port = h.free_port()
+        kw.setdefault('health', {'check': 'connect'})
+        # Old workers keep their idle sessions for the whole test.
+        kw.setdefault('shutdown_timeout', '120s')
+        self.cfg = h.make_config_dict(self.port, [('b1', self.backend.port)],
+                                      **kw)
+        sf = h.Smtpfront(self.cfg)
+        self.addCleanup(sf.__exit__, None, None, None)
+        sf.wait_ready(TIMEOUT)
+        return sf
+
+    def exe(self, sf):
+        return os.readlink('/proc/%d/exe' % sf.pid)
+
+    def upgrade(self, sf, *args):
+        return self.ctl(sf, 'upgrade', *args)
+
+    def listener_inode(self):
+        with open('/proc/net/tcp') as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if (fields[1].endswith(':%04X' % self.port) and
+                        fields[3] == '0A'):
+                    return fields[9]
+        raise AssertionError('no listening socket on port %d' % self.port)
+
+    def holds(self, pid, inode):
+        try:
+            fds = os.listdir('/proc/%d/fd' % pid)
+        except FileNotFoundError:
+            return False
+        for fd in fds:
+            try:
+                if os.readlink('/proc/%d/fd/%s' % (pid, fd)) == \
+                        'socket:[%s]' % inode:
+                    return True
+            except FileNotFoundError:
+                pass
+        return False
+
+    def served_by(self, sf, generation):
+        """One session: the pid of the worker that served it is one of
+        generation's. Once the retiring workers closed their copies of the
+        listener (SIGTERM tells them; the answer does not wait for it)."""
+        inode = self.listener_inode()
+        h.poll_until(lambda: [w['pid'] for w in self.status(sf)['workers']
+                              if w['draining'] and self.holds(w['pid'], inode)],
+                     lambda l: l == [], 'retiring workers stop listening')
+        c = h.smtp_session('127.0.0.1', self.port)
+        cport = c.sock.getsockname()[1]
+        self.assertEqual(c.ehlo()[0], 250)
+        self.assertEqual(c.quit()[0], 221)
+        m = sf.wait_log(r'smtpfront\[(\d+)\]: session client=\[127\.0\.0\.1\]'
+                        r':%d ' % cport)
+        pids = {w['pid'] for w in self.status(sf)['workers']
+                if w['generation'] == generation and not w['draining']}
+        self.assertIn(int(m.group(1)), pids)
+
+    def test_twenty_upgrades_under_load_lose_nothing(self):
+        sf = self.start()
+        master_pid = sf.pid
+        idle = [Idle(self.port) for _ in range(100)]
+        stop = threading.Event()
+        uploads = [Upload(self.port, stop) for _ in range(10)]
+        for u in uploads:
+            u.start()
+        load = Load(self.port, threads=4)
+        try:
+            self.assertTrue(load.wait_ok(20, TIMEOUT), load.failures[:3])
+            for i in range(20):
+                binary = self.copy if i % 2 == 0 else h.SMTPFRONT_BIN
+                r = self.upgrade(sf, binary)
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                self.assertRegex(r.stdout, r'ok: generation %d, smtpfront '
+                                 r'\S+ \(%s\)' % (i + 2, re.escape(binary)))
+                self.assertEqual(sf.proc.poll(), None)
+                self.assertEqual(sf.pid, master_pid)
+                self.assertEqual(self.exe(sf), binary)
+                self.served_by(sf, i + 2)
+                # The load goes on through each image, and each upload
+                # sends a chunk to it.
+                self.assertTrue(load.wait_ok(5, TIMEOUT),
+                                load.failures[:3])
+                for u in uploads:
+                    self.assertTrue(u.wait_chunk(u.chunks, TIMEOUT),
+                                    u.result)
+        finally:
+            stop.set()
+            load.stop()
+        for u in uploads:
+            u.join(TIMEOUT)
+        print('\nupgrades: 20; sessions %d ok, %d failed, %d connect '
+              'errors; uploads %s ok; idle %d' % (
+                  load.ok, len(load.failures), len(load.connect_errors),
+                  [u.result for u in uploads].count('ok'), len(idle)))
+        self.assertEqual(load.connect_errors, [])
+        self.assertEqual(load.failures, [])
+        self.assertEqual([u.result for u in uploads], ['ok'] * 10)
+        self.assertTrue(all(u.chunks >= 20 for u in uploads),
+                        [u.chunks for u in uploads])
+        for s in idle:
+            s.finish()
+        st = self.status(sf)
+        self.assertEqual(st['generation'], 21)
+        m = self.ctl(sf, 'metrics').stdout
+        self.assertEqual(metric(m, 'smtpfront_upgrades_total', result='ok'),
+                         20)
+        self.assertEqual(metric(m, 'smtpfront_worker_restarts_total'), 0)
+        sf.stop_checked(self, timeout=60)
+
+    def test_broken_config_keeps_the_serving_workers(self):
+        sf = self.start()
+        before = sorted(w['pid'] for w in self.status(sf)['workers'])
+        ok = h.to_yaml(self.cfg) + '\n'
+        sf.write_config(ok + 'no_such_key: 1\n')
+        r = self.upgrade(sf, self.copy)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn('no_such_key', r.stderr)
+        self.assertIn('upgrade failed; generation 1 keeps running',
+                      r.stderr)
+        # The new image runs, with the workers the old one started.
+        self.assertEqual(self.exe(sf), self.copy)
+        st = self.status(sf)
+        self.assertEqual(st['generation'], 1)
+        self.assertEqual(sorted(w['pid'] for w in st['workers']), before)
+        self.assertFalse(any(w['draining'] for w in st['workers']))
+        self.served_by(sf, 1)
+        # They are its own: one that dies is respawned.
+        os.kill(before[0], signal.SIGKILL)
+        sf.wait_log(r'worker \d+ \(pid %d\) killed by signal 9; '
+                    r'respawning' % before[0])
+        self.wait_status(sf, lambda s: len([
+            w for w in s['workers'] if w['generation'] == 1]) == 2,
+            'two workers of generation 1')
+        sf.write_config(ok)
+        r = self.upgrade(sf, h.SMTPFRONT_BIN)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn('ok: generation 2', r.stdout)
+        self.served_by(sf, 2)
+        m = self.ctl(sf, 'metrics').stdout
+        self.assertEqual(metric(m, 'smtpfront_upgrades_total',
+                                result='failed'), 1)
+        self.assertEqual(metric(m, 'smtpfront_upgrades_total', result='ok'),
+                         1)
+        sf.stop_checked(self)
+
+    def test_unreadable_state_is_handed_back(self):
+        sf = self.start()
+        before = sorted(w['pid'] for w in self.status(sf)['workers'])
+        wrapper = os.path.join(self.tmp, 'smtpfront-format-99')
+        with open(wrapper, 'w') as f:
+            f.write('#!/bin/sh\nSMTPFRONT_TEST_HANDOVER_FORMAT=99 exec %s '
+                    '"$@"\n' % self.copy)
+        os.chmod(wrapper, 0o755)
+        r = self.upgrade(sf, wrapper)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn('cannot read the state handed over: it is in format '
+                      '1, this binary reads format 99', r.stderr)
+        self.assertEqual(self.exe(sf), h.SMTPFRONT_BIN)
+        st = self.status(sf)
+        self.assertEqual(st['generation'], 1)
+        self.assertEqual(sorted(w['pid'] for w in st['workers']), before)
+        self.served_by(sf, 1)
+        m = self.ctl(sf, 'metrics').stdout
+        self.assertEqual(metric(m, 'smtpfront_upgrades_total',
+                                result='refused'), 1)
+        # Nothing was lost: the next upgrade works.
+        r = self.upgrade(sf, self.copy)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.served_by(sf, 2)
+        sf.stop_checked(self)
+
+    def test_exec_failure_leaves_the_running_image(self):
+        sf = self.start()
+        bogus = os.path.join(self.tmp, 'not-a-binary')
+        with open(bogus, 'wb') as f:
+            f.write(b'\x00\x01 not an executable format\n')
+        os.chmod(bogus, 0o755)
+        r = self.upgrade(sf, bogus)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertRegex(r.stderr, r'cannot execute %s: .*; smtpfront \S+ '
+                         r'goes on' % re.escape(bogus))
+        self.assertEqual(self.exe(sf), h.SMTPFRONT_BIN)
+        self.served_by(sf, 1)
+        m = self.ctl(sf, 'metrics').stdout
+        self.assertEqual(metric(m, 'smtpfront_upgrades_total',
+                                result='exec_failed'), 1)
+        sf.stop_checked(self)
+
+    def test_sigusr2_upgrades_to_the_started_binary(self):
+        sf = self.start()
+        r = self.upgrade(sf, self.copy)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        mark = sf.mark()
+        os.kill(sf.pid, signal.SIGUSR2)
+        sf.wait_log(r'upgrade: smtpfront \S+ \(%s\) runs generation 3'
+                    % re.escape(h.SMTPFRONT_BIN), since=mark)
+        self.assertEqual(self.exe(sf), h.SMTPFRONT_BIN)
+        self.served_by(sf, 3)
+        sf.stop_checked(self)
+
+    def test_crafted_state_of_another_format_is_refused(self):
+        path = os.path.join(self.tmp, 'state')
+        with open(path, 'w') as f:
+            f.write('smtpfront-handover 7\nversion 9.9\n')
+        fd = os.open(path, os.O_RDONLY)
+        self.addCleanup(os.close, fd)
+        port = h.free_port()
+        cfg = h.make_config_dict(port, [('b1', self.backend.port)])
+        sf = h.Smtpfront(cfg, pass_fds=(fd,), env=dict(
+            os.environ, SMTPFRONT_HANDOVER=str(fd)))
+        self.addCleanup(sf.__exit__, None, None, None)
+        rc = sf.proc.wait(TIMEOUT)
+        self.assertNotEqual(rc, 0)
+        sf.wait_log(r'cannot read the state handed over: it is in format '
+                    r'7, this binary reads format 1')
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(('127.0.0.1', port), timeout=TIMEOUT)
 
 
 if __name__ == '__main__':

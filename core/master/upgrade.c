@@ -45,6 +45,7 @@
 
 #include <event2/event.h>
 
+#include "core/child.h"
 #include "core/log.h"
 #include "core/master/control.h"
 #include "core/master/master.h"
@@ -357,7 +358,16 @@ struct handover {
 	size_t nholders;
 	char *config;
 	size_t config_len;
+	int keep[UPGRADE_MAX_FDS];	/* every descriptor named above */
+	size_t nkeep;
 };
+
+static void
+handover_keep(struct handover *h, int fd)
+{
+	if (fd >= 0 && h->nkeep < UPGRADE_MAX_FDS)
+		h->keep[h->nkeep++] = fd;
+}
 
 /* Parse the whole state; -1 with a reason in err. */
 static int
@@ -431,6 +441,7 @@ upgrade_parse(struct master *m, struct handover *h, FILE *f, char *err,
 		else if (strcmp(key, "listener") == 0) {
 			int fd = (int)strtol(p, &p, 10);
 
+			handover_keep(h, fd);
 			(void)runtime_inherit(fd, *p == ' ' ? p + 1 : p);
 		} else if (strcmp(key, "sslot") == 0 ||
 		    strcmp(key, "lslot") == 0) {
@@ -540,10 +551,11 @@ upgrade_format_read(void)
  * Returns only when that is impossible.
  */
 static void
-upgrade_refuse(struct master *m, const char *why)
+upgrade_refuse(struct master *m, int state, const char *why)
 {
 	const char *prev = getenv(UPGRADE_PREV_ENV);
 	int fd = prev != NULL ? atoi(prev) : -1;
+	char num[32];
 
 	log_errx("upgrade: %s", why);
 	if (fd < 0) {
@@ -551,6 +563,13 @@ upgrade_refuse(struct master *m, const char *why)
 		    "to; exiting");
 		return;
 	}
+	/* As it was written: from its start (stdio read ahead). */
+	snprintf(num, sizeof(num), "%d", state);
+	if (lseek(state, 0, SEEK_SET) != 0) {
+		log_err("upgrade: cannot rewind the state");
+		return;
+	}
+	setenv(MASTER_HANDOVER_ENV, num, 1);
 	setenv(UPGRADE_REFUSED_ENV, why, 1);
 	unsetenv(UPGRADE_TEST_FORMAT_ENV);
 	unsetenv(UPGRADE_PREV_ENV);
@@ -640,7 +659,7 @@ master_run_upgraded(const char *path)
 		snprintf(why, sizeof(why), "smtpfront %s cannot read the state "
 		    "handed over: it is in format %d, this binary reads format "
 		    "%d", SMTPFRONT_VERSION, fmt, upgrade_format_read());
-		upgrade_refuse(m, why);
+		upgrade_refuse(m, fd, why);
 		fatalx("upgrade refused: %s", why);
 	}
 	err[0] = '\0';
@@ -648,6 +667,16 @@ master_run_upgraded(const char *path)
 		fatalx("upgrade: the state handed over is not readable: %s",
 		    err);
 	fclose(f);
+	/* Whatever else the previous image left open without FD_CLOEXEC
+	 * (a scraper's connection, say) is nobody's here. */
+	handover_keep(&h, h.shm_fd);
+	handover_keep(&h, h.kick_fd);
+	handover_keep(&h, h.control_fd);
+	handover_keep(&h, h.metrics_fd);
+	handover_keep(&h, h.answer_fd);
+	for (size_t i = 0; i < h.nchildren; i++)
+		handover_keep(&h, h.children[i].chan);
+	child_close_fds(h.keep, h.nkeep);
 	unsetenv(UPGRADE_PREV_ENV);
 	unsetenv(UPGRADE_REFUSED_ENV);
 	snprintf(m->exe, sizeof(m->exe), "%s", h.exe);

@@ -20,8 +20,8 @@
   image; a fixed config then upgrades.
 - A new binary that cannot read the state's format (test override) hands
   it back: the previous image answers "refused" and keeps serving; a
-  crafted state in another format is refused by a starting smtpfront with
-  a clear error; an exec that fails leaves the running image as it was.
+  crafted state in another format, or cut short, is refused by a starting
+  smtpfront with a clear error; an exec that fails leaves the running image as it was.
 - SIGUSR2 upgrades to the binary the master was started from.
 """
 
@@ -500,6 +500,22 @@ class UpgradeTest(h.ControlClient, unittest.TestCase):
                     r'7, this binary reads format 1')
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(('127.0.0.1', port), timeout=TIMEOUT)
+
+    def test_truncated_state_is_refused(self):
+        """The right format, cut short: not misread, refused."""
+        path = os.path.join(self.tmp, 'state')
+        with open(path, 'w') as f:
+            f.write('smtpfront-handover 1\nversion 0.1.0\ngeneration 3\n'
+                    'config 4000\nworkers: 2\n')
+        fd = os.open(path, os.O_RDONLY)
+        self.addCleanup(os.close, fd)
+        cfg = h.make_config_dict(h.free_port(), [('b1', self.backend.port)])
+        sf = h.Smtpfront(cfg, pass_fds=(fd,), env=dict(
+            os.environ, SMTPFRONT_HANDOVER=str(fd)))
+        self.addCleanup(sf.__exit__, None, None, None)
+        self.assertNotEqual(sf.proc.wait(TIMEOUT), 0)
+        sf.wait_log(r'the state handed over is not readable: the state ends '
+                    r'inside the configuration')
 
 
 if __name__ == '__main__':

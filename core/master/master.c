@@ -2,8 +2,12 @@
 /*
  * master: binds the listeners, creates shared memory, forks the workers,
  * respawns children that die (rate-limited, never one that failed on its
- * config), reloads on SIGHUP or `reload` and turns SIGTERM/SIGINT into a
- * graceful stop. Signals arrive through a signalfd as ordinary events.
+ * config), reloads on SIGHUP or `reload`, upgrades in place on SIGUSR2 or
+ * `upgrade` and turns SIGTERM/SIGINT into a graceful stop. Signals arrive
+ * through a signalfd as ordinary events. This file: the loop, signals, the
+ * control glue and the start; children.c forks and reaps, generation.c
+ * runs the steps below, stop.c the stop, upgrade.c the exec and the
+ * take-over, fdstore.c systemd's descriptor store.
  *
  * Every child has a channel of its own (a socketpair): a worker says on it
  * when it is accepting; the child sees EOF on it when the master is gone.

@@ -184,12 +184,14 @@ rt_take_inherited(const struct cfg_addr *a)
 }
 
 void
-runtime_inherit_done(void)
+runtime_inherit_done(void (*closed)(const char *name))
 {
 	for (size_t i = 0; i < rt_ninh; i++) {
 		log_info("closing the inherited socket %s: no listener binds "
 		    "its address any more", rt_inh[i].name);
 		close(rt_inh[i].fd);
+		if (closed != NULL)
+			closed(rt_inh[i].name);
 	}
 	free(rt_inh);
 	rt_inh = NULL;

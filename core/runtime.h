@@ -137,7 +137,8 @@ void runtime_slots_free(struct rt_slots *slots);
  * is not a listening TCP socket.
  */
 int runtime_inherit(int fd, const char *name);
-void runtime_inherit_done(void);
+/* closed (may be NULL) is told the name of each socket closed. */
+void runtime_inherit_done(void (*closed)(const char *name));
 /* The name a bind's socket has in systemd's descriptor store and at an
  * upgrade: its address text with ':' (not allowed there) as '_'. */
 void runtime_bind_name(const struct cfg_addr *a, char *buf, size_t cap);

@@ -112,7 +112,7 @@ START_TEST(test_inherited_socket_taken_by_address)
 	ck_assert(fcntl(fd, F_GETFL) & O_NONBLOCK);
 	ck_assert(fcntl(fd, F_GETFD) & FD_CLOEXEC);
 	ck_assert(fd_open(stray));
-	runtime_inherit_done();
+	runtime_inherit_done(NULL);
 	ck_assert(!fd_open(stray));
 	runtime_free(rt);
 	runtime_slots_free(&slots);
@@ -144,7 +144,7 @@ START_TEST(test_restored_slots_keep_their_servers)
 	shm_admin_set(2, SHM_ADMIN_DRAIN);	/* what the old image wrote */
 	ck_assert_int_eq(runtime_inherit(fd, "l"), 0);
 	rt = runtime_new(test_config(port), 4, NULL, &slots, err, sizeof(err));
-	runtime_inherit_done();
+	runtime_inherit_done(NULL);
 	ck_assert_msg(rt != NULL, "%s", err);
 	ck_assert_uint_eq(rt->pools[0].server_slot[0], 2);	/* a */
 	ck_assert_uint_eq(rt->pools[0].server_slot[1], 0);	/* b */

@@ -60,6 +60,16 @@ out:
 	unsetenv("LISTEN_FDNAMES");
 }
 
+void
+master_fdstore_forget(const char *name)
+{
+	/* A name the store cannot hold was never stored under it. */
+	if (!notify_wanted() || strchr(name, ':') != NULL || name[0] == '\0')
+		return;
+	if (notify_remove_fd(name) == -1)
+		log_warn("sd_notify FDSTOREREMOVE %s", name);
+}
+
 /* One FDSTORE message; the first one also carries `with` (READY=1). */
 static int
 master_fdstore_one(const struct rt_bind *b, const char *with)

@@ -316,7 +316,7 @@ master_run(struct config *cfg)
 	err[0] = '\0';
 	master_listen_fds();
 	m->rt = runtime_new(cfg, 1, NULL, &m->slots, err, sizeof(err));
-	runtime_inherit_done();
+	runtime_inherit_done(master_fdstore_forget);
 	if (m->rt == NULL) {
 		master_log_lines("", err);
 		cfg_free(cfg);

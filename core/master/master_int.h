@@ -188,6 +188,9 @@ void master_reload_answer(struct master *m, unsigned generation);
 /* fdstore.c */
 /* Before the first runtime: take the sockets systemd passed. */
 void master_listen_fds(void);
+/* A socket handed over that no bind wants: out of systemd's store too
+ * (else it would go on queueing connections nobody serves). */
+void master_fdstore_forget(const char *name);
 /* rt is current: send state (READY=1...) with its listening sockets for
  * systemd's store (all of them, or those it bound itself). */
 void master_notify_ready(const struct runtime *rt, const char *state,

@@ -711,7 +711,7 @@ master_run_upgraded(const char *path)
 	err[0] = '\0';
 	m->rt = runtime_new(old, h.generation, NULL, &m->slots, err,
 	    sizeof(err));
-	runtime_inherit_done();
+	runtime_inherit_done(master_fdstore_forget);
 	if (m->rt == NULL) {
 		master_log_lines("upgrade: ", err);
 		fatalx("upgrade: cannot take over generation %u",

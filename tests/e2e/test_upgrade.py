@@ -6,7 +6,8 @@
   on. A connection already waiting in the backlog is served; the bind the
   config has but the handover lacks is bound; a handed socket no bind wants
   is closed (its port refuses afterwards); FDSTORE=1 messages with the
-  names come back on NOTIFY_SOCKET with the listening sockets attached.
+  names come back on NOTIFY_SOCKET with the listening sockets attached,
+  and FDSTOREREMOVE=1 for the stray one.
 - Binary upgrade under load (a loop of mail sessions from four threads
   counting connect errors and failed sessions, 100 sessions idle between
   transactions, 10 uploads sending 1 KiB every 300 ms): 20 upgrades in a
@@ -115,10 +116,13 @@ class ListenFdsTest(unittest.TestCase):
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(('127.0.0.1', p3), timeout=TIMEOUT)
         # Both listeners are offered to the store under their names.
-        got = {}
-        while len(got) < 2:
+        got, removed = {}, []
+        while len(got) < 2 or not removed:
             msg, fds = recv_fds(notify)
             lines = msg.split('\n')
+            if 'FDSTOREREMOVE=1' in lines:
+                removed += [l[len('FDNAME='):] for l in lines
+                            if l.startswith('FDNAME=')]
             for fd in fds:
                 f = socket.socket(fileno=fd)
                 if 'FDSTORE=1' in lines:
@@ -127,6 +131,8 @@ class ListenFdsTest(unittest.TestCase):
                 f.close()
         self.assertEqual(got, {'[127.0.0.1]_%d' % p1: p1,
                                '[127.0.0.1]_%d' % p2: p2})
+        # The stray one leaves the store too: nobody would serve it.
+        self.assertEqual(removed, ['stray'])
         sf.stop_checked(self)
 
 

@@ -4,10 +4,7 @@
  * and a reload's steps (parse, resolve, bind, fork, ready), committing a
  * new generation or failing back to the running one.
  */
-#include <sys/eventfd.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,19 +18,14 @@
 #include <event2/event.h>
 
 #include "core/child.h"
-#include "core/health/health.h"
 #include "core/log.h"
 #include "core/master/control.h"
-#include "core/master/master.h"
 #include "core/master/metrics_http.h"
 #include "core/master/notify.h"
 #include "core/metrics.h"
 #include "core/net.h"
 #include "core/runtime.h"
 #include "core/shm.h"
-#include "core/worker/clients.h"
-#include "core/worker/fdplan.h"
-#include "core/worker/worker.h"
 #include "core/master/master_int.h"
 
 static void master_reload_commit(struct master *m);

@@ -3,36 +3,18 @@
  * stop: SIGTERM/SIGINT: children told to finish, queued connections
  * answered with the shutdown 421, a deadline after which they are killed.
  */
-#include <sys/eventfd.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 
-#include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
-#include "core/child.h"
-#include "core/health/health.h"
 #include "core/log.h"
-#include "core/master/control.h"
-#include "core/master/master.h"
-#include "core/master/metrics_http.h"
 #include "core/master/notify.h"
-#include "core/metrics.h"
 #include "core/net.h"
-#include "core/runtime.h"
-#include "core/shm.h"
-#include "core/worker/clients.h"
-#include "core/worker/fdplan.h"
-#include "core/worker/worker.h"
 #include "core/master/master_int.h"
 
 /* ------------------------------------------------------------ stop */

@@ -477,6 +477,73 @@ class UpgradeTest(h.ControlClient, unittest.TestCase):
                                 result='exec_failed'), 1)
         sf.stop_checked(self)
 
+    def test_state_crosses_and_the_new_config_applies(self):
+        """Admin state, health, counters, uptime and the metrics socket
+        cross the exec; the new image applies the new config as a reload
+        does (a listener added)."""
+        b2 = h.Backend(mode='normal', proxy='v2', name='b2')
+        self.addCleanup(b2.stop)
+        mport = h.free_port()
+        self.port = h.free_port()
+        self.cfg = h.make_config_dict(
+            self.port, [('b1', self.backend.port), ('b2', b2.port)],
+            health={'check': 'connect'}, shutdown_timeout='120s',
+            metrics={'bind': '127.0.0.1:%d' % mport})
+        sf = h.Smtpfront(self.cfg)
+        self.addCleanup(sf.__exit__, None, None, None)
+        sf.wait_ready(TIMEOUT)
+        self.assertEqual(self.ctl(sf, 'drain', 'pool/b2').returncode, 0)
+        self.wait_status(sf, lambda st: all(
+            s['health'] == 'up' for p in st['pools'] for s in p['servers']),
+            'both servers up')
+        for _ in range(4):
+            c = h.smtp_session('127.0.0.1', self.port)
+            self.assertEqual(c.quit()[0], 221)
+        ok = 'smtpfront_sessions_total{listener="smtp",result="ok"}'
+        before = h.poll_until(lambda: self.ctl(sf, 'metrics').stdout,
+                              lambda m: metric(m, ok.split('{')[0],
+                                               listener='smtp', result='ok')
+                              == 4, 'four sessions counted')
+        up_before = self.status(sf)['uptime_s']
+        port2 = h.free_port()
+        cfg = dict(self.cfg)
+        cfg['listeners'] = self.cfg['listeners'] + [
+            {'name': 'extra', 'bind': ['127.0.0.1:%d' % port2],
+             'pool': 'pool'}]
+        sf.write_config(cfg)
+        r = self.upgrade(sf, self.copy)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        st = self.status(sf)
+        self.assertEqual(st['generation'], 2)
+        self.assertGreaterEqual(st['uptime_s'], up_before)
+        servers = {s['name']: s for s in st['pools'][0]['servers']}
+        self.assertEqual(servers['b2']['admin'], 'drain')
+        self.assertEqual(servers['b1']['health'], 'up')
+        self.assertEqual(servers['b1']['total'], 4)
+        # The same metrics socket, the counters going on.
+        with socket.create_connection(('127.0.0.1', mport),
+                                      timeout=TIMEOUT) as m:
+            m.sendall(b'GET /metrics HTTP/1.0\r\n\r\n')
+            text = b''
+            while True:
+                chunk = m.recv(65536)
+                if not chunk:
+                    break
+                text += chunk
+        text = text.decode()
+        self.assertEqual(metric(text, 'smtpfront_sessions_total',
+                                listener='smtp', result='ok'), 4)
+        self.assertEqual(metric(text, 'smtpfront_upgrades_total',
+                                result='ok'), 1)
+        # The listener the new config added serves, never through the
+        # drained b2.
+        for _ in range(4):
+            c = h.smtp_session('127.0.0.1', port2)
+            self.assertEqual(c.quit()[0], 221)
+        got = sf.wait_sessions(4, pred=lambda s: s.get('listener') == 'extra')
+        self.assertEqual({s['server'] for s in got}, {'pool/b1'})
+        sf.stop_checked(self)
+
     def test_sigusr2_upgrades_to_the_started_binary(self):
         sf = self.start()
         r = self.upgrade(sf, self.copy)

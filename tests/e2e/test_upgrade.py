@@ -23,6 +23,8 @@
   it back: the previous image answers "refused" and keeps serving; a
   crafted state in another format, or cut short, is refused by a starting
   smtpfront with a clear error; an exec that fails leaves the running image as it was.
+- Admin state, health, counters, uptime and the metrics socket cross the
+  exec, and the new image applies a changed config (a listener added).
 - SIGUSR2 upgrades to the binary the master was started from.
 """
 

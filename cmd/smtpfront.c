@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -95,6 +96,19 @@ main(int argc, char **argv)
 	if (optind != argc) {
 		usage(stderr);
 		return 2;
+	}
+
+	master_set_argv(argv);
+	/* The new image of an upgrade: the master's state is handed over;
+	 * the config is read there (a bad one keeps the running workers). */
+	if (!test_only && getenv(MASTER_HANDOVER_ENV) != NULL) {
+		log_init("smtpfront", false, LOG_MAIL, CFG_LOG_INFO);
+		if (pidfile != NULL && write_pidfile(pidfile) == -1)
+			log_warn("cannot write pid file %s", pidfile);
+		rc = master_run_upgraded(path);
+		if (pidfile != NULL)
+			unlink(pidfile);
+		return rc;
 	}
 
 	/* The children switch to user/group: a name that does not exist

@@ -12,6 +12,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -43,6 +44,10 @@ usage(FILE *out)
 	    "                       checks go on\n"
 	    "  reload               re-read the configuration; answers once the\n"
 	    "                       new workers accept, or with the errors\n"
+	    "  upgrade [BINARY]     re-execute the master from BINARY (default:\n"
+	    "                       the path it was started from), same pid,\n"
+	    "                       keeping sockets and state; answers like\n"
+	    "                       reload, with the version now running\n"
 	    "  metrics              the Prometheus metrics (as GET /metrics)\n"
 	    "  deny add CIDR [DURATION] [REASON]\n"
 	    "                       refuse a client network on every listener\n"
@@ -63,7 +68,8 @@ static int
 ctl_connect_send(const char *path, const char *request)
 {
 	struct sockaddr_un sun;
-	struct timeval tv = { strcmp(request, "reload\n") == 0 ?
+	struct timeval tv = { strcmp(request, "reload\n") == 0 ||
+	    strncmp(request, "upgrade", 7) == 0 ?
 	    CTL_RELOAD_TIMEOUT_S : CTL_TIMEOUT_S, 0 };
 	int fd, e;
 
@@ -516,6 +522,25 @@ main(int argc, char **argv)
 		if (nargs != 0)
 			goto bad_usage;
 		snprintf(request, sizeof(request), "reload\n");
+	} else if (strcmp(cmd, "upgrade") == 0) {
+		char abs[PATH_MAX];
+
+		if (nargs > 1)
+			goto bad_usage;
+		if (nargs == 0)
+			snprintf(request, sizeof(request), "upgrade\n");
+		else if (realpath(argv[1], abs) == NULL) {
+			fprintf(stderr, "smtpfrontctl: upgrade: %s: %s\n",
+			    argv[1], strerror(errno));
+			return 1;
+		} else if (strpbrk(abs, " \t\r\n") != NULL ||
+		    strlen(abs) > 3000) {
+			fprintf(stderr, "smtpfrontctl: upgrade: the path of "
+			    "the binary must not hold white space\n");
+			return 1;
+		} else
+			snprintf(request, sizeof(request), "upgrade %s\n",
+			    abs);
 	} else if (strcmp(cmd, "metrics") == 0) {
 		if (nargs != 0)
 			goto bad_usage;
@@ -561,7 +586,12 @@ main(int argc, char **argv)
 	} else if (strcmp(cmd, "deny") == 0) {
 		rc = ctl_print_deny(argv[1], ans);
 	} else {
-		if (json_get(ans, "generation") != NULL)
+		if (json_get(ans, "version") != NULL)
+			printf("ok: generation %.0f, smtpfront %s (%s)\n",
+			    json_get_num(ans, "generation", 0),
+			    json_get_str(ans, "version", "?"),
+			    json_get_str(ans, "binary", "?"));
+		else if (json_get(ans, "generation") != NULL)
 			printf("ok: generation %.0f\n",
 			    json_get_num(ans, "generation", 0));
 		else

@@ -296,13 +296,10 @@ metrics_count_check(unsigned server, bool ok, const char *reason,
 
 /* ------------------------------------------------------------ master */
 
-static struct {
-	double start_time;		/* Unix time */
-	uint64_t reloads, reload_failures;
-	uint64_t worker_restarts, health_restarts;
-	uint64_t sandbox_kills;
-	bool last_reload_ok;
-} mm;
+static struct metrics_master_state mm;	/* start_time: Unix time */
+static const char *const metrics_upgrade_names[METRICS_NUPGRADE] = {
+	"ok", "failed", "refused", "exec_failed",
+};
 
 void
 metrics_master_start(void)
@@ -349,6 +346,24 @@ metrics_note_reload(bool ok)
 	else
 		mm.reload_failures++;
 	mm.last_reload_ok = ok;
+}
+
+void
+metrics_note_upgrade(enum metrics_upgrade result)
+{
+	mm.upgrades[result]++;
+}
+
+void
+metrics_master_save(struct metrics_master_state *out)
+{
+	*out = mm;
+}
+
+void
+metrics_master_restore(const struct metrics_master_state *in)
+{
+	mm = *in;
 }
 
 void
@@ -490,6 +505,16 @@ metrics_render_master(struct evbuffer *out, const struct metrics_view *v)
 	    "a forbidden system call.");
 	prom_sample_u64(out, "smtpfront_sandbox_kills_total", NULL, 0,
 	    mm.sandbox_kills);
+	prom_family(out, "smtpfront_upgrades_total", PROM_COUNTER,
+	    "Binary upgrades by result: ok (the new image runs a new "
+	    "generation), failed (it could not start one: the previous "
+	    "workers kept serving), refused (it could not read the state "
+	    "handed over: the previous image took it back), exec_failed.");
+	for (int i = 0; i < METRICS_NUPGRADE; i++) {
+		l[0] = (struct prom_label){ "result", metrics_upgrade_names[i] };
+		prom_sample_u64(out, "smtpfront_upgrades_total", l, 1,
+		    mm.upgrades[i]);
+	}
 }
 
 static void

@@ -123,6 +123,28 @@ void metrics_note_reload(bool ok);
 void metrics_note_restart(bool health_process);
 /* A child died of SIGSYS under its sandbox. */
 void metrics_note_sandbox_kill(void);
+/* A binary upgrade: done (a new generation from the new image), failed
+ * (the new image could not start one), refused (the new image could not
+ * read the state; the previous one took it back) or not run (exec failed). */
+enum metrics_upgrade {
+	METRICS_UPGRADE_OK,
+	METRICS_UPGRADE_FAILED,
+	METRICS_UPGRADE_REFUSED,
+	METRICS_UPGRADE_EXEC_FAILED,
+	METRICS_NUPGRADE
+};
+void metrics_note_upgrade(enum metrics_upgrade result);
+/* The master's own counters, handed across an upgrade's exec. */
+struct metrics_master_state {
+	double start_time;
+	uint64_t reloads, reload_failures;
+	uint64_t worker_restarts, health_restarts;
+	uint64_t upgrades[METRICS_NUPGRADE];
+	uint64_t sandbox_kills;
+	bool last_reload_ok;
+};
+void metrics_master_save(struct metrics_master_state *out);
+void metrics_master_restore(const struct metrics_master_state *in);
 
 struct metrics_view {
 	const struct runtime *rt;	/* listeners and servers shown */

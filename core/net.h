@@ -24,5 +24,8 @@ bool net_addr_is_wildcard(const struct sockaddr *sa);
 /* Bind and listen, non-blocking, close-on-exec; -1 with errno set. */
 int net_listen(const struct cfg_addr *a) __attribute__((warn_unused_result));
 int64_t net_now_us(void);
+/* Same family, address and port (and IPv6 scope). */
+bool net_sockaddr_equal(const struct sockaddr_storage *a,
+    const struct sockaddr_storage *b);
 
 #endif

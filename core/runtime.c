@@ -4,8 +4,10 @@
  * previous generation already has (listening sockets, shm slots).
  */
 #include <sys/socket.h>
+#include <netinet/in.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -118,6 +120,93 @@ rt_take_fd(const struct runtime *rt, const struct runtime *prev,
 	return -1;
 }
 
+/* ------------------------------------------------------------ inherited */
+
+struct rt_inherited {
+	int fd;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char name[256];
+};
+static struct rt_inherited *rt_inh;
+static size_t rt_ninh;
+
+int
+runtime_inherit(int fd, const char *name)
+{
+	struct rt_inherited *n, e;
+	int type = 0, acc = 0, fl;
+	socklen_t tl = sizeof(type), al = sizeof(acc);
+
+	memset(&e, 0, sizeof(e));
+	e.fd = fd;
+	e.len = sizeof(e.ss);
+	snprintf(e.name, sizeof(e.name), "%s", name != NULL ? name : "-");
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == -1 ||
+	    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) == -1 ||
+	    getsockname(fd, (struct sockaddr *)&e.ss, &e.len) == -1 ||
+	    type != SOCK_STREAM || !acc || (e.ss.ss_family != AF_INET &&
+	    e.ss.ss_family != AF_INET6)) {
+		log_warnx("inherited descriptor %d (%s) is not a listening TCP "
+		    "socket; closing it", fd, e.name);
+		close(fd);
+		return -1;
+	}
+	/* Workers accept without blocking; children must not keep it past
+	 * an exec of their own. */
+	if ((fl = fcntl(fd, F_GETFL)) != -1)
+		(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+	if ((n = realloc(rt_inh, (rt_ninh + 1) * sizeof(*n))) == NULL) {
+		close(fd);
+		return -1;
+	}
+	rt_inh = n;
+	rt_inh[rt_ninh++] = e;
+	return 0;
+}
+
+/* The inherited socket bound to a, taken out of the list; -1 if none. */
+static int
+rt_take_inherited(const struct cfg_addr *a)
+{
+	for (size_t i = 0; i < rt_ninh; i++) {
+		int fd = rt_inh[i].fd;
+
+		if (!net_sockaddr_equal(&rt_inh[i].ss, &a->ss))
+			continue;
+		log_info("listening on %s with the socket handed over as %s",
+		    a->text, rt_inh[i].name);
+		rt_inh[i] = rt_inh[--rt_ninh];
+		return fd;
+	}
+	return -1;
+}
+
+void
+runtime_inherit_done(void (*closed)(const char *name))
+{
+	for (size_t i = 0; i < rt_ninh; i++) {
+		log_info("closing the inherited socket %s: no listener binds "
+		    "its address any more", rt_inh[i].name);
+		close(rt_inh[i].fd);
+		if (closed != NULL)
+			closed(rt_inh[i].name);
+	}
+	free(rt_inh);
+	rt_inh = NULL;
+	rt_ninh = 0;
+}
+
+void
+runtime_bind_name(const struct cfg_addr *a, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s", a->text);
+	for (char *p = buf; *p != '\0'; p++)
+		if (*p == ':')
+			*p = '_';
+}
+
 /* Free rt without touching sockets it took over from its predecessor. */
 static void
 rt_discard(struct runtime *rt)
@@ -224,7 +313,9 @@ runtime_new(struct config *cfg, unsigned generation,
 				b->inherited = true;
 				continue;
 			}
-			b->fd = net_listen(b->addr);
+			b->fd = rt_take_inherited(b->addr);
+			if (b->fd == -1)
+				b->fd = net_listen(b->addr);
 			if (b->fd == -1) {
 				rt_err(err, errcap, "listener %s: cannot listen "
 				    "on %s: %s%s", lc->name, b->addr->text,
@@ -255,6 +346,20 @@ rt_each_slot(struct runtime *rt, struct rt_slots *slots,
 {
 	char key[sizeof(slots->servers[0].key)];
 
+	for (size_t i = 0; i < rt->nhold_servers; i++) {
+		unsigned slot = rt->hold_servers[i];
+
+		if (slot < slots->nservers)
+			fn(&slots->servers[slot], slots->servers[slot].key,
+			    slot, true, arg);
+	}
+	for (size_t i = 0; i < rt->nhold_listeners; i++) {
+		unsigned slot = rt->hold_listeners[i];
+
+		if (slot < slots->nlisteners)
+			fn(&slots->listeners[slot], slots->listeners[slot].key,
+			    slot, false, arg);
+	}
 	for (size_t i = 0; i < rt->npools; i++) {
 		const struct cfg_pool *p = rt->pools[i].cfg;
 
@@ -305,6 +410,68 @@ runtime_hold(struct runtime *rt, struct rt_slots *slots)
 		return;
 	rt_each_slot(rt, slots, rt_hold_slot, NULL);
 	rt->held = true;
+}
+
+static void
+rt_adopt_slot(struct rt_slot_owner *o, const char *key, unsigned slot,
+    bool server, void *arg)
+{
+	if (o->key[0] == '\0')
+		snprintf(o->key, sizeof(o->key), "%s", key);
+	o->users++;
+}
+
+void
+runtime_hold_adopted(struct runtime *rt, struct rt_slots *slots)
+{
+	if (rt->held)
+		return;
+	rt_each_slot(rt, slots, rt_adopt_slot, NULL);
+	rt->held = true;
+}
+
+struct runtime *
+runtime_new_holder(unsigned generation, const unsigned *servers,
+    size_t nservers, const unsigned *listeners, size_t nlisteners)
+{
+	struct runtime *rt = calloc(1, sizeof(*rt));
+
+	if (rt == NULL)
+		return NULL;
+	rt->generation = generation;
+	rt->hold_servers = calloc(nservers + 1, sizeof(unsigned));
+	rt->hold_listeners = calloc(nlisteners + 1, sizeof(unsigned));
+	if (rt->hold_servers == NULL || rt->hold_listeners == NULL) {
+		runtime_free(rt);
+		return NULL;
+	}
+	memcpy(rt->hold_servers, servers, nservers * sizeof(unsigned));
+	memcpy(rt->hold_listeners, listeners, nlisteners * sizeof(unsigned));
+	rt->nhold_servers = nservers;
+	rt->nhold_listeners = nlisteners;
+	return rt;
+}
+
+int
+runtime_slot_restore(struct rt_slots *slots, bool server, size_t i,
+    const char *key, unsigned generation)
+{
+	struct rt_slot_owner **t = server ? &slots->servers : &slots->listeners;
+	size_t *n = server ? &slots->nservers : &slots->nlisteners;
+
+	if (i >= *n) {
+		struct rt_slot_owner *no = realloc(*t, (i + 1) * sizeof(*no));
+
+		if (no == NULL)
+			return -1;
+		memset(no + *n, 0, (i + 1 - *n) * sizeof(*no));
+		*t = no;
+		*n = i + 1;
+	}
+	snprintf((*t)[i].key, sizeof((*t)[i].key), "%s", key);
+	(*t)[i].generation = generation;
+	(*t)[i].users = 0;
+	return 0;
 }
 
 void
@@ -428,6 +595,9 @@ runtime_free(struct runtime *rt)
 		free(rt->pools[i].server_slot);
 	free(rt->pools);
 	cfg_free(rt->cfg);
+	free(rt->source);
+	free(rt->hold_servers);
+	free(rt->hold_listeners);
 	free(rt);
 }
 

@@ -49,6 +49,13 @@ struct runtime {
 	size_t npools;
 	unsigned nchildren;		/* master: live children started with it */
 	bool held;			/* master: runtime_hold() done */
+	char *source;			/* the config's text (owned; may be NULL),
+					 * handed over at an upgrade */
+	size_t source_len;
+	/* A holder (runtime_new_holder): no config, only the slots that the
+	 * workers of an older generation, adopted at an upgrade, use. */
+	unsigned *hold_servers, *hold_listeners;
+	size_t nhold_servers, nhold_listeners;
 };
 
 /* Who holds each shm slot (master only). Zero-initialised = empty. */
@@ -88,6 +95,18 @@ struct runtime *runtime_new(struct config *cfg, unsigned generation,
  * zero) and recorded as this server's or listener's.
  */
 void runtime_hold(struct runtime *rt, struct rt_slots *slots);
+/* The same for a runtime adopted at an upgrade: its slots are counted as
+ * held, nothing in shared memory is reset (the previous image's state). */
+void runtime_hold_adopted(struct runtime *rt, struct rt_slots *slots);
+/* A runtime with no config that holds the given slots (an older
+ * generation's, adopted at an upgrade); NULL when out of memory. */
+struct runtime *runtime_new_holder(unsigned generation,
+    const unsigned *servers, size_t nservers, const unsigned *listeners,
+    size_t nlisteners) __attribute__((warn_unused_result));
+/* Record the slot table entry `i` of the previous image (upgrade). -1 when
+ * out of memory. */
+int runtime_slot_restore(struct rt_slots *slots, bool server, size_t i,
+    const char *key, unsigned generation) __attribute__((warn_unused_result));
 /* rt's children are all gone and it is not current: its slots may go. */
 void runtime_release(struct runtime *rt, struct rt_slots *slots);
 /*
@@ -109,5 +128,19 @@ void runtime_slot_caps(const struct rt_slots *slots, size_t *servers,
 void runtime_free(struct runtime *rt);
 /* The slot table's memory (master exit). */
 void runtime_slots_free(struct rt_slots *slots);
+
+/*
+ * Listening sockets this process was handed (systemd's LISTEN_FDS, or the
+ * previous image at an upgrade). runtime_new() takes the one whose local
+ * address is a bind's instead of binding it; runtime_inherit_done() closes
+ * those nothing took. name is for the log. -1 (fd closed, logged) when fd
+ * is not a listening TCP socket.
+ */
+int runtime_inherit(int fd, const char *name);
+/* closed (may be NULL) is told the name of each socket closed. */
+void runtime_inherit_done(void (*closed)(const char *name));
+/* The name a bind's socket has in systemd's descriptor store and at an
+ * upgrade: its address text with ':' (not allowed there) as '_'. */
+void runtime_bind_name(const struct cfg_addr *a, char *buf, size_t cap);
 
 #endif

@@ -31,8 +31,10 @@
  * writer; readers tolerate a value that is a moment old.
  */
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -812,4 +814,79 @@ shm_admin_get(unsigned server)
 		return SHM_ADMIN_READY;
 	a = __atomic_load_n(&c->admin[server % SHM_CHUNK], __ATOMIC_RELAXED);
 	return a <= SHM_ADMIN_MAINT ? (enum shm_admin)a : SHM_ADMIN_READY;
+}
+
+/* ------------------------------------------------------------ upgrade */
+
+int
+shm_handover_fd(void)
+{
+	return shm_fd;
+}
+
+size_t
+shm_fixed_bytes(enum shm_slot_region r)
+{
+	return shm_fixed[r];
+}
+
+size_t
+shm_retired(enum shm_slot_region r, const uint64_t **words)
+{
+	*words = retired_words[r];
+	return retired_nwords[r];
+}
+
+int
+shm_retired_restore(enum shm_slot_region r, const uint64_t *words, size_t n)
+{
+	uint64_t *w = calloc(n + 1, sizeof(*w));
+
+	if (w == NULL)
+		return -1;
+	memcpy(w, words, n * sizeof(*w));
+	free(retired_words[r]);
+	retired_words[r] = w;
+	retired_nwords[r] = n;
+	return 0;
+}
+
+int
+shm_adopt(int fd, const size_t fixed[SHM_SLOT_NREGIONS], char *err,
+    size_t cap)
+{
+	struct stat st;
+	void *p = MAP_FAILED;
+	size_t len, r;
+
+	if (fstat(fd, &st) == -1 || st.st_size < (off_t)sizeof(struct shm_header)) {
+		snprintf(err, cap, "shared memory: descriptor %d is not the "
+		    "memory file", fd);
+		return -1;
+	}
+	len = (size_t)st.st_size;
+	for (r = SHM_RESERVE_MAX; r >= len; r /= 2) {
+		p = mmap(NULL, r, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+		if (p != MAP_FAILED)
+			break;
+	}
+	if (p == MAP_FAILED || mprotect(p, len, PROT_READ | PROT_WRITE) == -1) {
+		snprintf(err, cap, "shared memory: cannot map %zu bytes: %s",
+		    len, strerror(errno));
+		return -1;
+	}
+	if (((struct shm_header *)p)->magic != SHM_MAGIC) {
+		snprintf(err, cap, "shared memory: descriptor %d holds no "
+		    "smtpfront memory", fd);
+		munmap(p, r);
+		return -1;
+	}
+	(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+	shm_fd = fd;
+	shm_base = p;
+	shm_reserved = r;
+	shm_open_len = shm_file_len = len;
+	for (int i = 0; i < SHM_SLOT_NREGIONS; i++)
+		shm_fixed[i] = fixed[i];
+	return 0;
 }

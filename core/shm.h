@@ -201,6 +201,21 @@ enum shm_admin shm_admin_get(unsigned server);
 
 /* Bytes of the memory file so far. */
 size_t shm_file_bytes(void);
+
+/*
+ * Binary upgrade (master only). What the next image needs to go on with
+ * the same memory: the file's descriptor, the fixed part of each region,
+ * and what reaped workers counted (private memory, so handed over).
+ * shm_adopt() maps an existing file instead of shm_create(); -1 with a
+ * reason in err when it is not one.
+ */
+int shm_handover_fd(void);
+size_t shm_fixed_bytes(enum shm_slot_region r);
+size_t shm_retired(enum shm_slot_region r, const uint64_t **words);
+int shm_adopt(int fd, const size_t fixed[SHM_SLOT_NREGIONS], char *err,
+    size_t cap) __attribute__((warn_unused_result));
+int shm_retired_restore(enum shm_slot_region r, const uint64_t *words,
+    size_t n) __attribute__((warn_unused_result));
 /* Bytes of memory file `cfg` needs, a reload included (for -t: more than
  * SHM_RESERVE_MAX cannot run). */
 size_t shm_config_bytes(const struct config *cfg);

@@ -8,7 +8,9 @@
 #                            hint. No service.
 #   scripts/deps.sh pkg      build + what the .deb/.rpm builds and their
 #                            checks use: debhelper, lintian, rpm, rpmlint,
-#                            mandoc, systemd (systemd-analyze only).
+#                            mandoc, systemd (systemd-analyze only),
+#                            systemd-container and debootstrap (the
+#                            real-systemd test boots a Debian 12 root).
 #   scripts/deps.sh test     pkg + what the test suite and bench --quick run:
 #                            postfix, haproxy, nginx-light with its stream
 #                            module, strace, valgrind, clang with libFuzzer,
@@ -30,7 +32,8 @@ set -eu
 mode=${1:-build}
 build="gcc pkg-config meson ninja-build libevent-dev libyaml-dev
        libseccomp-dev check libsubunit-dev python3 netcat-openbsd"
-pkg="dpkg-dev debhelper fakeroot lintian rpm rpmlint cpio mandoc systemd"
+pkg="dpkg-dev debhelper fakeroot lintian rpm rpmlint cpio mandoc systemd
+     systemd-container debootstrap"
 test="postfix haproxy nginx-light libnginx-mod-stream strace procps iproute2
       valgrind clang libclang-rt-14-dev prometheus fail2ban gdb"
 

@@ -69,7 +69,7 @@ run_one "fuzz ($(printf %s "${FUZZ_TIME:-30}") s per target)" build/fuzz.log \
     ./scripts/fuzz.sh
 
 # Packaging, once (they build their own packages): about a minute.
-for t in test_unit test_deb test_rpm; do
+for t in test_unit test_deb test_rpm test_nspawn; do
 	run_one "tests/pkg/$t" "build/pkg-$t.log" env \
 	    SMTPFRONT_BUILD_ROOT="$PWD/build" PYTHONDONTWRITEBYTECODE=1 \
 	    timeout 900 python3 "tests/pkg/$t.py"

@@ -4,8 +4,10 @@
  * middle of a write; a writer stopped halfway before a read and during
  * one, deterministically; torn reads under a live writer), growth seen by a
  * child forked before it, worker slots (sums, totals that survive a reset,
- * a slot that needs a bigger block) and the size a config needs.
+ * a slot that needs a bigger block), the size a config needs, and an
+ * upgrade's adoption of the memory file.
  */
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
@@ -454,6 +456,65 @@ START_TEST(test_slot_gets_a_bigger_block)
 }
 END_TEST
 
+/* An upgrade: the next image maps the same file anew and gets back the
+ * private part (what reaped workers counted); everything is as it was. */
+START_TEST(test_adopt_keeps_state_and_totals)
+{
+	size_t fixed[SHM_SLOT_NREGIONS], n[SHM_SLOT_NREGIONS];
+	uint64_t *copy[SHM_SLOT_NREGIONS];
+	struct shm_health_snapshot got;
+	char err[256];
+	int bad;
+
+	test_shm_create();
+	ck_assert_int_eq(shm_slot_prepare(0, 8, 2), 0);
+	shm_worker_attach(0);
+	for (int i = 0; i < 4; i++)
+		shm_server_count_session(3);
+	shm_server_failure(3);
+	shm_slot_reset(0);
+	ck_assert_int_eq(shm_slot_prepare(1, 8, 2), 0);
+	shm_worker_attach(1);
+	shm_server_add(3, +1);
+	shm_server_count_session(3);
+	shm_health_publish(3, &(struct shm_health_snapshot){ .state =
+	    SHM_HEALTH_UP, .reason = "EHLO ok", .checks = 7 });
+	shm_admin_set(3, SHM_ADMIN_DRAIN);
+	for (int r = 0; r < SHM_SLOT_NREGIONS; r++) {
+		const uint64_t *w;
+
+		fixed[r] = shm_fixed_bytes((enum shm_slot_region)r);
+		n[r] = shm_retired((enum shm_slot_region)r, &w);
+		copy[r] = calloc(n[r] + 1, sizeof(uint64_t));
+		ck_assert_ptr_nonnull(copy[r]);
+		memcpy(copy[r], w, n[r] * sizeof(uint64_t));
+	}
+	ck_assert_int_eq(shm_adopt(shm_handover_fd(), fixed, err, sizeof(err)),
+	    0);
+	for (int r = 0; r < SHM_SLOT_NREGIONS; r++) {
+		ck_assert_int_eq(shm_retired_restore((enum shm_slot_region)r,
+		    copy[r], n[r]), 0);
+		free(copy[r]);
+	}
+	ck_assert_uint_eq(shm_server_total(3), 5);	/* 4 retired + 1 live */
+	ck_assert_uint_eq(shm_server_failures(3), 1);
+	ck_assert_uint_eq(shm_server_active(3), 1);
+	ck_assert_int_eq(shm_admin_get(3), SHM_ADMIN_DRAIN);
+	ck_assert(shm_health_read(3, &got));
+	ck_assert_int_eq(got.state, SHM_HEALTH_UP);
+	ck_assert_uint_eq(got.checks, 7);
+	/* A file that is not the memory: refused, nothing changed. */
+	bad = memfd_create("not-shm", 0);
+	ck_assert_int_ne(bad, -1);
+	ck_assert_int_eq(ftruncate(bad, 1 << 20), 0);
+	ck_assert_int_eq(shm_adopt(bad, fixed, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "holds no smtpfront memory") != NULL, "%s",
+	    err);
+	close(bad);
+	ck_assert_uint_eq(shm_server_total(3), 5);
+}
+END_TEST
+
 START_TEST(test_config_bytes)
 {
 	struct config *small = test_config(4, 10), *big = test_config(200, 600);
@@ -493,6 +554,9 @@ shm_suite(void)
 	tc = tcase_create("shm_slots");
 	tcase_add_test(tc, test_slots_sum_and_keep_totals);
 	tcase_add_test(tc, test_config_bytes);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("shm_adopt");
+	tcase_add_test(tc, test_adopt_keeps_state_and_totals);
 	suite_add_tcase(s, tc);
 	return s;
 }

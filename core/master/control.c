@@ -80,6 +80,7 @@ struct control {
 	const struct runtime *rt;
 	control_workers_fn workers;
 	control_reload_fn reload;
+	control_upgrade_fn upgrade;
 	void *workers_arg;
 	int fd;
 	struct event *listen_ev;
@@ -489,6 +490,29 @@ control_cmd_deny(struct control_conn *cc, struct evbuffer *out, int argc,
 	denyctl_command(out, cc->c->rt, argc, argv, cc->uid, cc->pid);
 }
 
+static void
+control_cmd_upgrade(struct control_conn *cc, struct evbuffer *out, int argc,
+    char **argv)
+{
+	struct control *c = cc->c;
+	char who[96], err[512];
+
+	if (argc > 2) {
+		control_answer_error(out, "usage: upgrade [BINARY]");
+		return;
+	}
+	snprintf(who, sizeof(who), "control client uid %ld pid %ld",
+	    (long)cc->uid, (long)cc->pid);
+	err[0] = '\0';
+	cc->state = CONTROL_WAITING;
+	if (c->upgrade(c->workers_arg, who, argc == 2 ? argv[1] : NULL, err,
+	    sizeof(err)) == -1) {
+		cc->state = CONTROL_ANSWERING;
+		control_answer_error(out, err[0] != '\0' ? err :
+		    "upgrade refused");
+	}
+}
+
 /* Append each '\n'-terminated line of text as a JSON string array. */
 static void
 control_json_lines(struct evbuffer *out, const char *text)
@@ -511,10 +535,31 @@ control_json_lines(struct evbuffer *out, const char *text)
 
 static void control_conn_send(struct control_conn *cc);
 
+static void
+control_answer_done(struct control *c, unsigned generation,
+    const char *binary, const char *errors, const char *warnings);
+
 void
 control_reload_done(struct control *c, unsigned generation,
     const char *errors, const char *warnings)
 {
+	control_answer_done(c, generation, NULL, errors, warnings);
+}
+
+void
+control_upgrade_done(struct control *c, unsigned generation,
+    const char *binary, const char *errors, const char *warnings)
+{
+	control_answer_done(c, generation, binary != NULL ? binary : "",
+	    errors, warnings);
+}
+
+/* binary NULL: a reload's answer; else an upgrade's. */
+static void
+control_answer_done(struct control *c, unsigned generation,
+    const char *binary, const char *errors, const char *warnings)
+{
+	const char *what = binary != NULL ? "upgrade" : "reload";
 	struct control_conn *cc;
 
 	if (c == NULL)
@@ -527,15 +572,22 @@ control_reload_done(struct control *c, unsigned generation,
 		out = bufferevent_get_output(cc->bev);
 		if (generation != 0) {
 			evbuffer_add_printf(out, "{\"ok\":true,"
-			    "\"generation\":%u,\"warnings\":", generation);
+			    "\"generation\":%u,", generation);
 		} else {
 			evbuffer_add_printf(out, "{\"ok\":false,\"error\":"
-			    "\"reload failed; generation %u keeps running with "
-			    "the configuration it has\",\"errors\":",
+			    "\"%s failed; generation %u keeps running with "
+			    "the configuration it has\",\"errors\":", what,
 			    c->rt->generation);
 			control_json_lines(out, errors);
-			evbuffer_add_printf(out, ",\"warnings\":");
+			evbuffer_add(out, ",", 1);
 		}
+		if (binary != NULL) {
+			evbuffer_add_printf(out, "\"version\":\"%s\","
+			    "\"binary\":", SMTPFRONT_VERSION);
+			(void)!json_write_string(out, binary);
+			evbuffer_add(out, ",", 1);
+		}
+		evbuffer_add_printf(out, "\"warnings\":");
 		control_json_lines(out, warnings);
 		evbuffer_add_printf(out, "}\n");
 		cc->state = CONTROL_ANSWERING;
@@ -549,6 +601,7 @@ static const struct control_command control_commands[] = {
 	{ "disable", 1, "disable POOL/SERVER", control_cmd_disable },
 	{ "drain", 1, "drain POOL/SERVER", control_cmd_drain },
 	{ "reload", 0, "reload", control_cmd_reload },
+	{ "upgrade", -1, "upgrade [BINARY]", control_cmd_upgrade },
 	{ "metrics", 0, "metrics", control_cmd_metrics },
 	{ "deny", -1, "deny add CIDR [DURATION] [REASON] | deny del CIDR | "
 	    "deny list", control_cmd_deny },
@@ -1071,9 +1124,92 @@ control_listen(struct control *c, const struct config *cfg)
 	return 0;
 }
 
+/* An upgrade: the admin states the previous image wrote, from shm. */
+static void
+control_admin_recover(struct control *c, const struct runtime *rt)
+{
+	for (size_t i = 0; i < rt->npools; i++) {
+		const struct cfg_pool *p = rt->pools[i].cfg;
+
+		for (size_t j = 0; j < p->nservers; j++) {
+			enum shm_admin a = shm_admin_get(
+			    rt->pools[i].server_slot[j]);
+
+			if (a != SHM_ADMIN_READY &&
+			    control_admin_store(c, p->name, &p->servers[j],
+			    a) == -1)
+				log_warnx("control: out of memory keeping the "
+				    "admin state of %s/%s", p->name,
+				    p->servers[j].name);
+		}
+	}
+}
+
+int
+control_fd(const struct control *c)
+{
+	return c->fd;
+}
+
+int64_t
+control_started_us(const struct control *c)
+{
+	return c->started_us;
+}
+
+void
+control_set_started_us(struct control *c, int64_t us)
+{
+	c->started_us = us;
+}
+
+int
+control_waiting_fd(const struct control *c, uid_t *uid, pid_t *pid)
+{
+	const struct control_conn *cc;
+
+	TAILQ_FOREACH(cc, &c->conns, entry) {
+		if (cc->state != CONTROL_WAITING)
+			continue;
+		*uid = cc->uid;
+		*pid = cc->pid;
+		return bufferevent_getfd(cc->bev);
+	}
+	return -1;
+}
+
+void
+control_adopt_waiting(struct control *c, int fd, uid_t uid, pid_t pid)
+{
+	struct control_conn *cc = calloc(1, sizeof(*cc));
+
+	(void)evutil_make_socket_nonblocking(fd);
+	(void)evutil_make_socket_closeonexec(fd);
+	if (cc == NULL || (cc->bev = bufferevent_socket_new(c->base, fd,
+	    BEV_OPT_CLOSE_ON_FREE)) == NULL || (cc->deadline =
+	    evtimer_new(c->base, control_on_deadline, cc)) == NULL) {
+		log_warnx("control: out of memory: the upgrade will not be "
+		    "answered");
+		if (cc != NULL && cc->bev != NULL)
+			bufferevent_free(cc->bev);
+		else
+			close(fd);
+		free(cc);
+		return;
+	}
+	cc->c = c;
+	cc->uid = uid;
+	cc->pid = pid;
+	cc->state = CONTROL_WAITING;
+	TAILQ_INSERT_TAIL(&c->conns, cc, entry);
+	c->nconns++;
+	bufferevent_setcb(cc->bev, NULL, NULL, control_on_conn_event, cc);
+}
+
 struct control *
 control_new(struct event_base *base, const struct runtime *rt,
-    control_workers_fn workers, control_reload_fn reload, void *arg)
+    control_workers_fn workers, control_reload_fn reload,
+    control_upgrade_fn upgrade, void *arg, int fd)
 {
 	struct control *c = calloc(1, sizeof(*c));
 
@@ -1085,11 +1221,19 @@ control_new(struct event_base *base, const struct runtime *rt,
 	c->rt = rt;
 	c->workers = workers;
 	c->reload = reload;
+	c->upgrade = upgrade;
 	c->workers_arg = arg;
 	c->fd = -1;
 	c->started_us = net_now_us();
 	TAILQ_INIT(&c->conns);
-	if (control_listen(c, rt->cfg) == -1) {
+	if (fd != -1) {
+		c->fd = fd;
+		(void)evutil_make_socket_nonblocking(fd);
+		(void)evutil_make_socket_closeonexec(fd);
+		snprintf(c->path, sizeof(c->path), "%s",
+		    rt->cfg->control.socket);
+		control_admin_recover(c, rt);
+	} else if (control_listen(c, rt->cfg) == -1) {
 		control_free(c);
 		return NULL;
 	}
@@ -1104,7 +1248,8 @@ control_new(struct event_base *base, const struct runtime *rt,
 		return NULL;
 	}
 	control_set_runtime(c, rt);
-	log_info("control: listening on %s", c->path);
+	log_info("control: %s %s", fd != -1 ? "serving, as before the "
+	    "upgrade," : "listening on", c->path);
 	return c;
 }
 

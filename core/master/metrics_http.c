@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +67,7 @@ struct metrics_http {
 	enum mh_next next;
 	int next_fd;
 	struct cfg_addr next_addr;
+	int inherit_fd;			/* handed over at an upgrade, or -1 */
 	bool accepting;			/* the listener is enabled */
 	/* Twice the bound: those we ended may still be closing. */
 	struct mh_conn conns[2 * METRICS_HTTP_MAX_CONNS];
@@ -537,6 +539,7 @@ metrics_http_new(struct event_base *base, metrics_http_render_fn render,
 	h->render = render;
 	h->arg = arg;
 	h->next_fd = -1;
+	h->inherit_fd = -1;
 	h->post_ev = event_new(base, -1, 0, mh_on_post, h);
 	h->sweep_ev = evtimer_new(base, mh_on_sweep, h);
 	h->resume_ev = evtimer_new(base, mh_on_resume, h);
@@ -586,7 +589,20 @@ metrics_http_prepare(struct metrics_http *h, const struct cfg_addr *bind,
 		h->next = MH_NEXT_KEEP;
 		return 0;
 	}
-	h->next_fd = net_listen(bind);
+	h->next_fd = -1;
+	if (h->inherit_fd != -1) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+
+		if (getsockname(h->inherit_fd, (struct sockaddr *)&ss,
+		    &len) == 0 && net_sockaddr_equal(&ss, &bind->ss))
+			h->next_fd = h->inherit_fd;
+		else
+			close(h->inherit_fd);
+		h->inherit_fd = -1;
+	}
+	if (h->next_fd == -1)
+		h->next_fd = net_listen(bind);
 	if (h->next_fd == -1) {
 		snprintf(err, cap, "metrics: cannot listen on %s: %s%s",
 		    bind->text, strerror(errno), errno == EACCES ?
@@ -597,6 +613,23 @@ metrics_http_prepare(struct metrics_http *h, const struct cfg_addr *bind,
 	h->next_addr = *bind;
 	h->next = MH_NEXT_NEW;
 	return 0;
+}
+
+int
+metrics_http_fd(const struct metrics_http *h)
+{
+	return h->bound != NULL ? evhttp_bound_socket_get_fd(h->bound) : -1;
+}
+
+void
+metrics_http_inherit(struct metrics_http *h, int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl != -1)
+		(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+	h->inherit_fd = fd;
 }
 
 void

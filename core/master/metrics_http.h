@@ -47,5 +47,10 @@ int metrics_http_prepare(struct metrics_http *h, const struct cfg_addr *bind,
     char *err, size_t cap) __attribute__((warn_unused_result));
 void metrics_http_commit(struct metrics_http *h);
 void metrics_http_abandon(struct metrics_http *h);
+/* Upgrade: the listening socket served (-1: none), and, in the next image
+ * before its first prepare, that socket: prepare uses it when it is bound
+ * to the address asked for, and closes it otherwise. */
+int metrics_http_fd(const struct metrics_http *h);
+void metrics_http_inherit(struct metrics_http *h, int fd);
 
 #endif

@@ -356,7 +356,7 @@ class Smtpfront:
     group; stderr and stdout lines collected."""
 
     def __init__(self, config, args=(), binary=None, env=None,
-                 preexec_fn=None, wrapper=()):
+                 preexec_fn=None, wrapper=(), pass_fds=()):
         binary = binary or SMTPFRONT_BIN
         if not binary or not os.access(binary, os.X_OK):
             raise HarnessError('smtpfront binary not found (%r); set '
@@ -374,7 +374,7 @@ class Smtpfront:
             list(wrapper) + [binary, '-c', self.config_path] + list(args),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True, env=env,
-            preexec_fn=preexec_fn)
+            preexec_fn=preexec_fn, pass_fds=tuple(pass_fds))
         self.pid = self.proc.pid
         self._err = _LineCollector(self.proc.stderr, 'smtpfront',
                                    self._on_line)

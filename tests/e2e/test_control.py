@@ -183,7 +183,8 @@ class ControlTest(h.ControlClient, unittest.TestCase):
         doc = json.loads(ans)
         self.assertIn('unknown command "frobnicate"', doc['error'])
         self.assertTrue(doc['error'].endswith(
-            '(status, enable, disable, drain, reload, metrics, deny)'), doc)
+            '(status, enable, disable, drain, reload, upgrade, metrics, '
+            'deny)'), doc)
         # 4096 bytes before the newline is still a (wrong) command ...
         doc = json.loads(raw_request(sf.control_socket,
                                      b'x' * 4096 + b'\n')[0])

@@ -135,7 +135,14 @@ class Rpm(unittest.TestCase):
 		self.assertRegex(parts['preuninstall'], r'\$1 -eq 0')
 		self.assertRegex(parts['preuninstall'], r'disable|remove-system-units')
 		self.assertRegex(parts['postuninstall'], r'\$1 -ge 1')
-		self.assertRegex(parts['postuninstall'], r'try-restart|mark-restart')
+		# An upgrade is done in place by the running master (issue 17):
+		# %post runs smtpfrontctl upgrade when it is running; nothing
+		# restarts it.
+		self.assertRegex(parts['postinstall'], r'\$1 -ge 2 \] && \S*smtpfrontctl '
+			r'status >/dev/null 2>&1; then\s+\S*smtpfrontctl upgrade')
+		for name, body in parts.items():
+			self.assertNotRegex(body, r'try-restart|mark-restart|'
+				r'systemctl restart', name)
 		for name, body in parts.items():
 			r = run(['sh', '-n', '-c', body], check=False)
 			self.assertEqual(r.returncode, 0, '%s: %s' % (name, r.stdout))

@@ -594,4 +594,4 @@ class UpgradeTest(h.ControlClient, unittest.TestCase):
 
 
 if __name__ == '__main__':
-    unittest.main()
+    h.main()

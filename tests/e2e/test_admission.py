@@ -349,6 +349,23 @@ class AdmissionTest(h.ControlClient, unittest.TestCase):
         self.assertRegex(listed, r'127\.0\.0\.66 +never +fail2ban:postfix')
         self.assertRegex(listed, r'127\.0\.5\.0/24 +(59m|1h00m)\S* +long')
 
+    def test_runtime_deny_survives_an_upgrade(self):
+        # No state_directory: only the table handed across the exec can
+        # carry the entry.
+        sf, b = self.start(workers=2)
+        self.ok(sf, 'deny', 'add', '127.0.0.66', '1h', 'upgrade-test')
+        self.assertTrue(first_line(sf.port, '127.0.0.66').startswith(
+            '421 4.7.1'))
+        pid = sf.pid
+        out = self.ok(sf, 'upgrade')
+        self.assertRegex(out, r'^ok: generation 2')
+        self.assertEqual(sf.pid, pid)
+        self.assertTrue(first_line(sf.port, '127.0.0.66').startswith(
+            '421 4.7.1'))
+        self.assertTrue(first_line(sf.port, '127.0.0.55').startswith('220'))
+        self.assertRegex(self.ok(sf, 'deny', 'list'),
+                         r'127\.0\.0\.66 +(59m|1h00m)\S* +upgrade-test')
+
     def test_100000_entries_cost_and_memory(self):
         sf, b = self.start(workers=2)
         workers = [p for p in sf.children()

@@ -66,6 +66,8 @@ static unsigned lines_cleared[METRICS_NRESULTS];
 
 static void log_clear(void);
 static bool shm_made;
+/* The pool's greeting_timeout for the next setup_with(). */
+static const char *greeting_timeout = "1s";
 
 static int64_t
 now_ms(void)
@@ -195,12 +197,12 @@ setup_with(const char *extra_listener, const char *extra_pool)
 	    "  p:\n"
 	    "    retries: 0\n"
 	    "    connect_timeout: 1s\n"
-	    "    greeting_timeout: 1s\n"
+	    "    greeting_timeout: %s\n"
 	    "%s"
 	    "    servers:\n"
 	    "      - name: s1\n"
 	    "        address: 127.0.0.1:%d\n",
-	    extra_listener, extra_pool, be_port);
+	    extra_listener, greeting_timeout, extra_pool, be_port);
 	cfg_set_resolve(false);
 	cfg = cfg_load_string(yaml, strlen(yaml), "test.yaml", &diag);
 	if (cfg == NULL)
@@ -1586,6 +1588,186 @@ START_TEST(test_upstream_trusted)
 }
 END_TEST
 
+/* ---------------------------------------------------------- deadlines */
+
+/*
+ * A peer that sends `text` a byte every `every_ms` while the loop runs,
+ * until `done` says what the test waits for has happened. The bounds
+ * below are the issue's, in real elapsed time.
+ */
+struct trickle {
+	int fd;
+	const char *text;
+	size_t at;
+	int every_ms;
+	int64_t next_ms;
+	bool (*done)(struct trickle *);
+	struct want_text w;	/* what the client got, for done() */
+};
+
+static bool
+trickling(void *arg)
+{
+	struct trickle *t = arg;
+
+	if (t->done(t))
+		return true;
+	if (now_ms() >= t->next_ms && t->text[t->at] != '\0') {
+		/* The other end may be gone: that is what is awaited. */
+		(void)send(t->fd, t->text + t->at, 1, MSG_NOSIGNAL);
+		t->at++;
+		t->next_ms = now_ms() + t->every_ms;
+	}
+	return false;
+}
+
+static bool
+session_freed(void *arg)
+{
+	return closed > 0;
+}
+
+static bool
+trickle_session_freed(struct trickle *t)
+{
+	return closed > 0;
+}
+
+static void
+setup_linger(void)
+{
+	setup_with("    max_connections: 1\n", "");
+}
+
+/* A refused client that keeps sending a byte every 2 s is closed when the
+ * 10 s linger ends: its bytes never extend it. */
+START_TEST(test_refused_trickler_closed_by_deadline)
+{
+	struct trickle t = { .text = "EHLO trickler.example.org\r\nNOOP\r\n",
+	    .every_ms = 2000, .done = trickle_session_freed };
+	int a = client_connect(NULL), c;
+	int64_t t0, took;
+
+	backend_accept();
+	t0 = now_ms();
+	c = client_connect(NULL);
+	expect(c, "Too many connections, try again later\r\n");
+	ck_assert_uint_eq(closed, 0);
+	t.fd = c;
+	t.next_ms = now_ms();
+	ck_assert_msg(spin(trickling, &t, 15000), "still open after 15 s");
+	took = now_ms() - t0;
+	ck_assert_msg(took < 11000, "closed after %lld ms",
+	    (long long)took);
+	ck_assert_msg(took >= 9500, "closed after %lld ms, before the "
+	    "linger ended", (long long)took);
+	ck_assert_uint_ge(t.at, 5);	/* it did trickle all along */
+	ck_assert_str_eq(logged("result"), "overload");
+	close(a);
+	close(c);
+}
+END_TEST
+
+/* At most 4 KiB of a refused client's input is drained, then it is
+ * closed: it has not read our 421 anyway. */
+START_TEST(test_refused_flooder_closed_after_4k)
+{
+	static char junk[16384];
+	int a = client_connect(NULL), c;
+	int64_t t0;
+
+	backend_accept();
+	memset(junk, 'x', sizeof(junk));
+	t0 = now_ms();
+	c = client_connect(NULL);
+	expect(c, "Too many connections");
+	(void)send(c, junk, sizeof(junk), MSG_NOSIGNAL);
+	ck_assert_msg(spin(session_freed, NULL, 3000), "not closed");
+	ck_assert_int_lt(now_ms() - t0, 3000);
+	close(a);
+	close(c);
+}
+END_TEST
+
+static void
+setup_slow_greeting(void)
+{
+	greeting_timeout = "3s";
+	setup_with("", "");
+	greeting_timeout = "1s";
+}
+
+static bool
+trickle_client_got_421(struct trickle *t)
+{
+	return got_text(&t->w);
+}
+
+/* A backend whose first line trickles in a byte a second: the client gets
+ * its 421 when greeting_timeout after the connect is over. */
+START_TEST(test_greeting_trickle_deadline)
+{
+	struct trickle t = { .text = "220 slow.example.org ESMTP\r\n",
+	    .every_ms = 1000, .done = trickle_client_got_421 };
+	int64_t t0 = now_ms(), took;
+	int c = client_connect(NULL);
+
+	t.fd = backend_accept();
+	t.next_ms = now_ms();
+	t.w.fd = c;
+	t.w.text = "421 4.3.2 sf.test Service not available";
+	ck_assert_msg(spin(trickling, &t, 8000), "no 421; client got \"%s\"",
+	    t.w.buf);
+	took = now_ms() - t0;
+	ck_assert_msg(took < 3500, "421 after %lld ms", (long long)took);
+	ck_assert_msg(took >= 2900, "421 after %lld ms, before "
+	    "greeting_timeout", (long long)took);
+	ck_assert_uint_ge(t.at, 3);
+	/* Nothing of the backend's partial line reached the client. */
+	ck_assert_msg(strstr(t.w.buf, "220") == NULL, "%s", t.w.buf);
+	ck_assert_str_eq(result_after_end(), "greeting-failed");
+	ck_assert_str_eq(logged("last_error"), "p/s1: timeout waiting for "
+	    "greeting");
+	close(c);
+	close(t.fd);
+}
+END_TEST
+
+static void
+setup_upstream_2s(void)
+{
+	setup_with(TRUSTED_LOOPBACK "    proxy_timeout: 2s\n", "");
+}
+
+static bool
+trickle_logged(struct trickle *t)
+{
+	return session_logged(NULL);
+}
+
+/* An upstream header sent a byte every 100 ms ends at proxy_timeout. */
+START_TEST(test_upstream_trickle_deadline)
+{
+	struct trickle t = { .text = "PROXY TCP4 203.0.113.7 192.0.2.1 51234 "
+	    "25\r\nEHLO x\r\n", .every_ms = 100, .done = trickle_logged };
+	int64_t t0 = now_ms(), took;
+
+	t.fd = client_connect("127.0.0.9");
+	t.next_ms = now_ms();
+	ck_assert_msg(spin(trickling, &t, 6000), "no session line");
+	took = now_ms() - t0;
+	ck_assert_msg(took >= 1950 && took < 2500, "ended after %lld ms",
+	    (long long)took);
+	ck_assert_uint_ge(t.at, 15);
+	ck_assert_str_eq(logged("result"), "bad-proxy-header");
+	ck_assert_msg(strncmp(logged("last_error"), "timeout: ", 9) == 0,
+	    "%s", logged("last_error"));
+	assert_silent_close(t.fd);
+	close(t.fd);
+	assert_backend_untouched();
+}
+END_TEST
+
 static Suite *
 session_suite(void)
 {
@@ -1669,6 +1851,23 @@ session_suite(void)
 	tcase_add_checked_fixture(tc, setup_upstream_tls, teardown);
 	tcase_add_test(tc, test_upstream_tls_relays_after_header);
 	suite_add_tcase(s, tc);
+	tc = tcase_create("session_deadline_linger");
+	tcase_add_checked_fixture(tc, setup_linger, teardown);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_refused_trickler_closed_by_deadline);
+	tcase_add_test(tc, test_refused_flooder_closed_after_4k);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("session_deadline_greeting");
+	tcase_add_checked_fixture(tc, setup_slow_greeting, teardown);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_greeting_trickle_deadline);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("session_deadline_header");
+	tcase_add_checked_fixture(tc, setup_upstream_2s, teardown);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_upstream_trickle_deadline);
+	suite_add_tcase(s, tc);
+
 	tc = tcase_create("upstream_trusted");
 	tcase_add_test(tc, test_upstream_trusted);
 	suite_add_tcase(s, tc);

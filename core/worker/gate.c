@@ -180,8 +180,10 @@ gate_connect_done(struct session *s, bool eager)
 		(void)relay_begin(s, NULL, 0);
 		return;
 	}
+	/* The first line is due greeting_timeout after the connect, however
+	 * slowly it trickles in. */
 	s->state = SESSION_GATE;
-	relay_set_timeout(sv, pc->greeting_timeout_ms);
+	session_deadline(s, now, pc->greeting_timeout_ms);
 	relay_update(s);
 }
 
@@ -237,8 +239,9 @@ gate_try_next(struct session *s)
 		    "connect: %s", strerror(err));
 		return;
 	}
-	relay_side_init(&s->server, fd, pc->connect_timeout_ms);
+	relay_side_init(&s->server, fd, 0);
 	s->state = SESSION_CONNECTING;
+	session_deadline(s, s->t_connect, pc->connect_timeout_ms);
 	/* On loopback or a near network the handshake is often done by now:
 	 * try the header at once rather than after a writability event. */
 	gate_connect_done(s, true);
@@ -366,7 +369,7 @@ gate_on_client(struct session *s, short what)
 	int err;
 
 	if (what & EV_TIMEOUT) {
-		if (relay_expired(c))
+		if (relay_expired(s, c))
 			session_end(s, SESSION_END_CLIENT_TIMEOUT, 0);
 		return;
 	}

@@ -262,14 +262,18 @@ relay_want(const struct session *s, const struct session_side *d)
 	return 0;
 }
 
-/* Time left before `d` has been inactive for its whole timeout. */
+/* Time left before `d` has been inactive for its whole timeout, or before
+ * the phase's deadline when `d` carries it (whichever comes first). */
 static struct timeval
-relay_time_left(const struct session_side *d)
+relay_time_left(struct session *s, const struct session_side *d)
 {
-	int64_t left = (int64_t)d->timeout_ms * 1000 -
-	    (relay_now_us() - d->active_us);
+	int64_t now = relay_now_us(), left = INT64_MAX;
 	struct timeval tv;
 
+	if (d->timeout_ms > 0)
+		left = (int64_t)d->timeout_ms * 1000 - (now - d->active_us);
+	if (session_deadline_side(s) == d && s->deadline_us - now < left)
+		left = s->deadline_us - now;
 	if (left < 1000)
 		left = 1000;
 	tv.tv_sec = left / 1000000;
@@ -285,12 +289,16 @@ static void
 relay_arm(struct session *s, struct session_side *d, event_callback_fn cb)
 {
 	struct timeval tv;
+	bool deadline = session_deadline_side(s) == d;
 	short want;
 
 	if (d->fd == -1)
 		return;
 	want = relay_want(s, d);
-	if (want == d->armed && !d->retime)
+	/* A persistent event's timeout restarts with every read: the side
+	 * carrying a deadline is re-armed from it each time (a timer update,
+	 * no epoll_ctl), so no trickle of bytes moves it. */
+	if (want == d->armed && !d->retime && !deadline)
 		return;
 	/* Reading again after a pause of ours: the pause was not the
 	 * peer's inactivity. */
@@ -306,8 +314,9 @@ relay_arm(struct session *s, struct session_side *d, event_callback_fn cb)
 	if (d->armed == 0)
 		event_assign(&d->ev, s->env->base, d->fd, want | EV_PERSIST, cb,
 		    s);
-	tv = relay_time_left(d);
-	if (event_add(&d->ev, d->timeout_ms > 0 ? &tv : NULL) == -1) {
+	tv = relay_time_left(s, d);
+	if (event_add(&d->ev, d->timeout_ms > 0 || deadline ? &tv : NULL) ==
+	    -1) {
 		log_warnx("session: cannot add event");
 		return;
 	}
@@ -346,13 +355,14 @@ relay_outq_moved(const struct session_side *d, unsigned *seen)
  * expired, wait for the rest and say no.
  */
 bool
-relay_expired(struct session_side *d)
+relay_expired(struct session *s, struct session_side *d)
 {
 	struct timeval tv;
 	int64_t idle = relay_now_us() - d->active_us;
 	bool mine, theirs;
 
-	if (d->timeout_ms == 0)
+	if (d->timeout_ms == 0 || (session_deadline_side(s) == d &&
+	    session_deadline_passed(s)))
 		return true;
 	if (idle >= (int64_t)d->timeout_ms * 1000) {
 		mine = relay_outq_moved(d, &d->outq);
@@ -361,7 +371,7 @@ relay_expired(struct session_side *d)
 			return true;
 		relay_touch(d);
 	}
-	tv = relay_time_left(d);
+	tv = relay_time_left(s, d);
 	if (event_add(&d->ev, &tv) == -1)
 		return true;
 	return false;
@@ -422,7 +432,7 @@ relay_pass_fin(struct session *s, struct session_side *a,
 		if (b == &s->client) {
 			/* The server is gone: the client has nothing left to
 			 * say, only a short while to hang up in. */
-			relay_set_timeout(b, SESSION_LINGER_MS);
+			session_deadline(s, relay_now_us(), SESSION_LINGER_MS);
 		}
 	}
 	if (s->client.shut && s->server.shut) {
@@ -620,6 +630,7 @@ relay_begin(struct session *s, const char *p, size_t n)
 	size_t len;
 
 	s->state = SESSION_RELAY;
+	s->deadline_us = 0;
 	shm_server_count_session(session_server_slot(s));
 	/* Implicit TLS has no gate: the client speaks first. */
 	if (s->listener->cfg->mode == CFG_MODE_SMTP)
@@ -672,7 +683,7 @@ relay_on_client(struct session *s, short what)
 	struct session_side *c = &s->client;
 
 	if (what & EV_TIMEOUT) {
-		if (relay_expired(c))
+		if (relay_expired(s, c))
 			relay_timed_out(s, c);
 		return;
 	}
@@ -691,7 +702,7 @@ relay_on_server(struct session *s, short what)
 	struct session_side *sv = &s->server;
 
 	if (what & EV_TIMEOUT) {
-		if (relay_expired(sv))
+		if (relay_expired(s, sv))
 			relay_timed_out(s, sv);
 		return;
 	}

@@ -40,6 +40,37 @@ char session_scratch[SESSION_READ_MAX];
 
 static const char *const who_names[] = { "nobody", "client", "server" };
 
+/*
+ * Phases with an absolute deadline and the socket whose timer carries it:
+ * the client's while the header is read and while a refused client
+ * lingers (or the server has hung up on it), the server's while it is
+ * connected and awaited.
+ */
+struct session_side *
+session_deadline_side(struct session *s)
+{
+	if (s->deadline_us == 0)
+		return NULL;
+	return s->state == SESSION_CONNECTING || s->state == SESSION_GATE ?
+	    &s->server : &s->client;
+}
+
+void
+session_deadline(struct session *s, int64_t from_us, unsigned ms)
+{
+	struct session_side *d;
+
+	s->deadline_us = ms > 0 ? from_us + (int64_t)ms * 1000 : 0;
+	if ((d = session_deadline_side(s)) != NULL)
+		d->retime = true;
+}
+
+bool
+session_deadline_passed(const struct session *s)
+{
+	return s->deadline_us != 0 && relay_now_us() >= s->deadline_us;
+}
+
 unsigned
 session_server_slot(const struct session *s)
 {
@@ -378,7 +409,10 @@ session_reply_close(struct session *s, const char *reply, bool keep_server)
 		evbuffer_free(s->hold);
 		s->hold = NULL;
 	}
-	relay_set_timeout(c, SESSION_LINGER_MS);
+	/* No inactivity any more, only the linger's end. */
+	relay_set_timeout(c, 0);
+	s->linger_read = 0;
+	session_deadline(s, relay_now_us(), SESSION_LINGER_MS);
 	if (reply != NULL && s->listener->cfg->mode == CFG_MODE_SMTP) {
 		n = snprintf(line, sizeof(line), "%s\r\n", reply);
 		if (n >= (int)sizeof(line))
@@ -461,10 +495,20 @@ session_on_closing(struct session *s, short what)
 		}
 	}
 	if (what & EV_READ) {
-		n = relay_recv(c->fd, session_scratch, sizeof(session_scratch));
+		/* At most SESSION_LINGER_READ bytes: a client that keeps
+		 * sending is not listening. */
+		n = relay_recv(c->fd, session_scratch,
+		    SESSION_LINGER_READ - s->linger_read);
 		if (n == 0 || (n == -1 && !relay_again())) {
 			session_free(s);
 			return;
+		}
+		if (n > 0) {
+			s->linger_read += (unsigned short)n;
+			if (s->linger_read >= SESSION_LINGER_READ) {
+				session_free(s);
+				return;
+			}
 		}
 	}
 	relay_update(s);

@@ -30,8 +30,10 @@
 
 /* Early client bytes held before the backend's first line (SPEC.md). */
 #define SESSION_HOLD_MAX	4096
-/* How long a closing client may take to read our 421 and hang up. */
+/* How long a closing client may take to read our 421 and hang up, and
+ * how much of its input is drained meanwhile (SPEC.md "Bounds"). */
 #define SESSION_LINGER_MS	10000
+#define SESSION_LINGER_READ	4096
 /* Bytes per read(2): big reads make the cost per GB low. */
 #define SESSION_READ_MAX	(256 * 1024)
 /* Servers tracked in the inline `tried` bitmask; bigger pools allocate. */
@@ -110,6 +112,7 @@ struct session {
 	uint64_t tried;			/* servers attempted, a bit each */
 	int64_t t_start;
 	int64_t t_connect;
+	int64_t deadline_us;		/* the phase's absolute end, 0: none */
 	uint64_t bytes_in;		/* client -> server */
 	uint64_t bytes_out;		/* server -> client */
 	union session_addr peer;
@@ -120,6 +123,7 @@ struct session {
 	unsigned short attempts;
 	unsigned short gate_failures;	/* attempts connected but not greeted */
 	unsigned short hdr_len;		/* bytes in `hdr` */
+	unsigned short linger_read;	/* CLOSING: client bytes drained */
 	unsigned char proxy_in;		/* upstream header read: 1 or 2, 0: none */
 	bool proxy_local;		/* ... carried no usable client (LOCAL) */
 	unsigned char state;		/* enum session_state */
@@ -142,6 +146,14 @@ void session_end(struct session *s, enum session_cause cause, int err);
 /* A side went away (EOF when err is 0): remember who was first. */
 void session_side_gone(struct session *s, struct session_side *d, int err);
 void session_on_closing(struct session *s, short what);
+/*
+ * The one deadline helper: the current phase ends `ms` after `from_us`
+ * (0 ms: no deadline), whatever bytes trickle in meanwhile. The side that
+ * carries it (session_deadline_side) has its timer set from it.
+ */
+void session_deadline(struct session *s, int64_t from_us, unsigned ms);
+struct session_side *session_deadline_side(struct session *s);
+bool session_deadline_passed(const struct session *s);
 void session_client_key(const struct session *s, struct clients_key *k);
 unsigned session_server_slot(const struct session *s);
 /* Admission after the upstream header; -1 when the session was refused. */
@@ -176,7 +188,7 @@ int relay_put(struct session_side *d, const void *p, size_t len)
 int relay_flush(struct session_side *d)
     __attribute__((warn_unused_result));
 int relay_begin(struct session *s, const char *p, size_t n);
-bool relay_expired(struct session_side *d);
+bool relay_expired(struct session *s, struct session_side *d);
 void relay_on_client(struct session *s, short what);
 void relay_on_server(struct session *s, short what);
 int64_t relay_now_us(void);

@@ -124,6 +124,7 @@ upstream_accepted(struct session *s, const struct proxy_info *info)
 	s->hdr = NULL;
 	s->hdr_len = 0;
 	relay_set_timeout(c, s->listener->cfg->client_timeout_ms);
+	session_deadline(s, 0, 0);
 	if (session_admit(s) == -1)
 		return;
 	s->state = SESSION_CONNECTING;
@@ -165,11 +166,7 @@ upstream_read(struct session *s)
 	r = proxy_decode(s->hdr, s->hdr_len, &info);
 	if (r == PROXY_NEED_MORE) {
 		if (s->hdr_len < PROXY_HEADER_MAX) {
-			/* proxy_timeout runs from accept: a header sent a
-			 * byte at a time gets no more time (libevent would
-			 * restart the timeout after each read). */
-			c->retime = true;
-			relay_update(s);
+			relay_update(s);	/* the deadline stays */
 			return;
 		}
 		/* The decoder answers every full buffer; be safe anyway. */
@@ -211,8 +208,11 @@ upstream_start(struct session *s)
 		session_end(s, SESSION_END_OVERLOAD, 0);
 		return;
 	}
+	/* proxy_timeout runs from accept: a header sent a byte at a time
+	 * gets no more time. */
 	s->state = SESSION_HEADER;
-	relay_set_timeout(c, lc->proxy_timeout_ms);
+	relay_set_timeout(c, 0);
+	session_deadline(s, s->t_start, lc->proxy_timeout_ms);
 	/* A balancer writes its header right after connecting: it is
 	 * usually here already, so read before waiting. */
 	upstream_read(s);

@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The inside of a session, shared by the files that make one up and by
- * nobody else: session.c (lifecycle, limits, the verdict and the log
- * line), upstream.c (the PROXY header an upstream balancer sends first,
- * on accept_proxy listeners), gate.c (server choice, connect, PROXY
- * header, greeting gate), relay.c (the two sockets: I/O, backpressure,
- * half-close, inactivity) and pipepool.c (pipes for splice). Ownership: the session owns both sockets,
- * whatever is queued or piped for them, and its last_error; only
- * session_free() frees it, and a function that ended the session returns
- * -1 (or nothing) and its caller returns at once.
+ * nobody else: session.c (the phases and their deadlines, limits, every
+ * ending, the log line), upstream.c (the PROXY header an upstream
+ * balancer sends first, on accept_proxy listeners), gate.c (server
+ * choice, connect, PROXY header, greeting gate), relay.c (the pump: I/O,
+ * backpressure, half-close, inactivity) and pipepool.c (pipes for
+ * splice). Ownership: the session owns both sockets, whatever is queued or
+ * piped for them, and its last_error; only session_free() frees it, called
+ * from session_finalize() alone.
  */
 #ifndef SMTPFRONT_SESSION_INT_H
 #define SMTPFRONT_SESSION_INT_H
@@ -27,6 +27,7 @@
 #include "core/worker/clients.h"
 #include "core/worker/session.h"
 #include "smtp/dialog.h"
+#include "smtp/verdict.h"
 
 /* Early client bytes held before the backend's first line (SPEC.md). */
 #define SESSION_HOLD_MAX	4096
@@ -47,27 +48,6 @@ enum session_state {
 	SESSION_GATE,		/* header sent, waiting for the first line */
 	SESSION_RELAY,		/* bytes both ways */
 	SESSION_CLOSING,	/* a 421 is flushed, then the client drained */
-};
-
-/* Why a session ends; session_end() turns it into `result=`. */
-enum session_cause {
-	SESSION_END_CLIENT_GONE,	/* client FIN, reset or socket error */
-	SESSION_END_SERVER_GONE,	/* server FIN, reset or socket error */
-	SESSION_END_FINISHED,		/* both directions done */
-	SESSION_END_CLIENT_TIMEOUT,
-	SESSION_END_SERVER_TIMEOUT,
-	SESSION_END_NO_BACKEND,		/* every attempt failed, or none usable */
-	SESSION_END_OVERLOAD,		/* max_connections or no descriptor */
-	SESSION_END_CLIENT_LIMIT,	/* max_connections_per_client */
-	SESSION_END_SHUTDOWN,		/* shutdown_timeout expired */
-	SESSION_END_BAD_PROXY,		/* upstream header malformed or late */
-	SESSION_END_UNTRUSTED,		/* accept_proxy, source not trusted */
-};
-
-enum session_who {
-	SESSION_NOBODY,
-	SESSION_CLIENT,
-	SESSION_SERVER,
 };
 
 union session_addr {
@@ -94,6 +74,7 @@ struct session_side {
 	bool shut;			/* we sent our FIN */
 	bool paused;			/* not read: the other side is full */
 	bool bulk;			/* its last read was big */
+	short err;			/* its socket failed with this errno */
 };
 
 struct session {
@@ -127,7 +108,7 @@ struct session {
 	unsigned char proxy_in;		/* upstream header read: 1 or 2, 0: none */
 	bool proxy_local;		/* ... carried no usable client (LOCAL) */
 	unsigned char state;		/* enum session_state */
-	unsigned char first_gone;	/* enum session_who: who left first */
+	unsigned char first_gone;	/* enum verdict_who: who left first */
 	bool first_clean;		/* ... and did it with a FIN */
 	int first_err;			/* ... or with this error */
 	bool client_quiet;		/* nothing open when the client left */
@@ -138,44 +119,72 @@ struct session {
 	bool logged;
 };
 
+/*
+ * Who calls whom: session.c owns the phases (a table of handlers per
+ * phase, and session_goto(), the one place the phase changes) and every
+ * ending (session_finalize()). It calls upstream.c, gate.c and relay.c,
+ * which do their part on the sockets and report back by return codes and
+ * by flags on the sides (`eof`, `shut`, `err`); none of them calls back
+ * into session.c, changes the phase or ends a session.
+ */
+
 /* session.c */
 extern char session_scratch[SESSION_READ_MAX];
 void session_add_error(struct session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-void session_end(struct session *s, enum session_cause cause, int err);
-/* A side went away (EOF when err is 0): remember who was first. */
-void session_side_gone(struct session *s, struct session_side *d, int err);
-void session_on_closing(struct session *s, short what);
 /*
  * The one deadline helper: the current phase ends `ms` after `from_us`
  * (0 ms: no deadline), whatever bytes trickle in meanwhile. The side that
  * carries it (session_deadline_side) has its timer set from it.
  */
 void session_deadline(struct session *s, int64_t from_us, unsigned ms);
-struct session_side *session_deadline_side(struct session *s);
-bool session_deadline_passed(const struct session *s);
+struct session_side *session_deadline_side(const struct session *s);
 void session_client_key(const struct session *s, struct clients_key *k);
 unsigned session_server_slot(const struct session *s);
-/* Admission after the upstream header; -1 when the session was refused. */
-int session_admit(struct session *s) __attribute__((warn_unused_result));
 
 /* upstream.c */
+enum upstream_status {
+	UPSTREAM_MORE,		/* no whole header yet: wait */
+	UPSTREAM_DONE,		/* read: the session's client is its client */
+	UPSTREAM_GONE,		/* closed before a byte of it (err in *err) */
+	UPSTREAM_BAD,		/* malformed: explained in last_error */
+	UPSTREAM_NOMEM,
+};
 /* Is `sa` inside one of the listener's trusted_proxies? */
 bool upstream_trusted(const struct cfg_listener *lc,
     const struct sockaddr *sa);
-/* A new session on an accept_proxy listener: check the source, then read
- * the header (SESSION_HEADER) before anything is connected or said. */
-void upstream_start(struct session *s);
-void upstream_on_client(struct session *s, short what);
+/* Untrusted: show what it sent already in the log, without waiting. */
+void upstream_peek(struct session *s);
+int upstream_begin(struct session *s) __attribute__((warn_unused_result));
+enum upstream_status upstream_read(struct session *s, int *err);
+/* proxy_timeout passed: explain it. */
+void upstream_timeout(struct session *s);
 
 /* gate.c */
-void gate_try_next(struct session *s);
-void gate_on_server(struct session *s, short what);
-void gate_on_client(struct session *s, short what);
+enum gate_status {
+	GATE_WAIT,		/* in flight: wait for events */
+	GATE_READY,		/* connected, PROXY header sent */
+	GATE_OPEN,		/* the first line is in: relay it */
+	GATE_FAILED,		/* this attempt failed (counted, explained) */
+	GATE_NONE,		/* nothing (more) to try: no-backend */
+	GATE_NOFD,		/* out of descriptors: overload */
+};
+/* Pick the next server and connect to it. */
+enum gate_status gate_connect(struct session *s);
+/* The connect may be done (`eager`: not known yet): send the header. */
+enum gate_status gate_connected(struct session *s, bool eager);
+/* The server is readable or writable before its first line was judged;
+ * GATE_OPEN leaves that line's read in *p, *n (or queued). */
+enum gate_status gate_on_server(struct session *s, short what,
+    const char **p, size_t *n);
+/* This attempt timed out (connecting or awaiting the greeting). */
+void gate_timeout(struct session *s);
+/* Early client bytes, held until the gate opens; -1: the client is gone
+ * (c->err, or c->eof for a FIN). */
+int gate_hold(struct session *s);
 void gate_drop_server(struct session *s);
 
-/* relay.c */
-void relay_update(struct session *s);
+/* relay.c: the pump */
 void relay_set_timeout(struct session_side *d, unsigned ms);
 void relay_side_init(struct session_side *d, int fd, unsigned timeout_ms);
 void relay_side_close(struct session_side *d);
@@ -187,10 +196,19 @@ int relay_put(struct session_side *d, const void *p, size_t len)
     __attribute__((warn_unused_result));
 int relay_flush(struct session_side *d)
     __attribute__((warn_unused_result));
+/* The gate opened: the greeting (what was queued toward the client, then
+ * p[0..n)) and the held client bytes go out. -1: a side's `err` is set. */
 int relay_begin(struct session *s, const char *p, size_t n);
+/*
+ * A side's socket is ready (`what`): move bytes both ways through it and
+ * pass FINs on. 0: go on; -1: a side failed (its `err` is set); 1: both
+ * directions are done. A FIN read raises that side's `eof`.
+ */
+int relay_pump(struct session *s, struct session_side *d, short what);
+/* Has `d` really been idle its whole timeout? If not, d->retime. */
 bool relay_expired(struct session *s, struct session_side *d);
-void relay_on_client(struct session *s, short what);
-void relay_on_server(struct session *s, short what);
+/* `d` timed out: the side to blame (the other when it sits on bytes). */
+struct session_side *relay_blame(struct session *s, struct session_side *d);
 int64_t relay_now_us(void);
 
 /* pipepool.c: pipes lent to a side while spliced bytes sit in them */

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -334,6 +335,9 @@ teardown(void)
 
 /* ------------------------------------------------------------ drivers */
 
+/* The session's end of the last client connection. */
+static int session_fd = -1;
+
 /* A client connection handed to a new session; returns our end. */
 static int
 client_connect(const char *src)
@@ -342,6 +346,7 @@ client_connect(const char *src)
 	socklen_t len = sizeof(peer);
 	int port, l = listen_any(&port), c, a, on = 1;
 
+	session_listener_setup(l);	/* as the worker does */
 	c = socket(AF_INET, SOCK_STREAM, 0);
 	if (src != NULL) {
 		memset(&sin, 0, sizeof(sin));
@@ -362,6 +367,7 @@ client_connect(const char *src)
 	while (a == -1 && errno == EAGAIN);
 	ck_assert_int_ge(a, 0);
 	close(l);
+	session_fd = a;
 	session_start(&env, &listener, &bind0, a, (struct sockaddr *)&peer,
 	    len);
 	return c;
@@ -1044,6 +1050,7 @@ client_connect_with(const char *src, const void *first, size_t len)
 	int port, l = listen_any(&port), c, a, on = 1;
 	struct pollfd pfd;
 
+	session_listener_setup(l);	/* as the worker does */
 	c = socket(AF_INET, SOCK_STREAM, 0);
 	memset(&sin, 0, sizeof(sin));
 	sin.sin_family = AF_INET;
@@ -1768,6 +1775,105 @@ START_TEST(test_upstream_trickle_deadline)
 }
 END_TEST
 
+/* ------------------------------------------------------------- bounds */
+
+/*
+ * A client that pipelines NOOPs (1 MB) and never reads a reply, against a
+ * backend that answers every one as fast as it can: the queue toward the
+ * client stops at 64 KiB and the client socket's send buffer is capped,
+ * so the worker's memory stays bounded whatever the client does.
+ */
+struct pipeliner {
+	int c, b;
+	size_t sent, owed, answered;
+	int64_t moved_ms;	/* last time a byte moved anywhere */
+	size_t heap0, heap_max;
+};
+
+#define PIPELINE_BYTES	(1024 * 1024)
+
+static bool
+pipelining(void *arg)
+{
+	static const char noops[] = "NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n"
+	    "NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n";
+	static char replies[64 * 14 + 1], in[16384];
+	struct pipeliner *p = arg;
+	struct mallinfo2 mi;
+	bool moved = false;
+	ssize_t n;
+
+	if (replies[0] == '\0')
+		for (int i = 0; i < 64; i++)
+			memcpy(replies + i * 14, "250 2.0.0 Ok\r\n", 14);
+	while (p->sent < PIPELINE_BYTES &&
+	    (n = send(p->c, noops, sizeof(noops) - 1,
+	    MSG_DONTWAIT | MSG_NOSIGNAL)) > 0) {
+		p->sent += (size_t)n;
+		moved = true;
+	}
+	while ((n = recv(p->b, in, sizeof(in), MSG_DONTWAIT)) > 0) {
+		for (ssize_t i = 0; i < n; i++)
+			p->owed += in[i] == '\n';
+		moved = true;
+	}
+	while (p->owed > 0) {
+		size_t k = p->owed < 64 ? p->owed : 64;
+
+		n = send(p->b, replies, k * 14, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n <= 0)
+			break;
+		/* a reply cut short is finished by the next send */
+		p->owed -= (size_t)n / 14;
+		p->answered += (size_t)n / 14;
+		if (n % 14 != 0) {
+			ck_assert_int_eq(send(p->b, replies + n % 14,
+			    14 - (size_t)n % 14, MSG_NOSIGNAL),
+			    14 - (ssize_t)(n % 14));
+			p->owed--;
+			p->answered++;
+		}
+		moved = true;
+	}
+	mi = mallinfo2();
+	if (mi.uordblks > p->heap_max)
+		p->heap_max = mi.uordblks;
+	if (moved)
+		p->moved_ms = now_ms();
+	/* Done when the flood is sent, or everything stands still (the
+	 * client's sends blocked behind the replies it does not read). */
+	return now_ms() - p->moved_ms > 500;
+}
+
+START_TEST(test_pipeliner_memory_bounded)
+{
+	struct pipeliner p = { 0 };
+	int sndbuf = 0, rcvbuf = 4096;
+	socklen_t len = sizeof(sndbuf);
+
+	p.c = client_connect(NULL);
+	/* A client that reads nothing has little room for what it gets. */
+	setsockopt(p.c, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	ck_assert_int_eq(getsockopt(session_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf,
+	    &len), 0);
+	p.b = backend_accept();
+	say(p.b, "220 be ESMTP\r\n");
+	expect(p.c, "220 be");
+	p.heap0 = p.heap_max = mallinfo2().uordblks;
+	p.moved_ms = now_ms();
+	ck_assert(spin(pipelining, &p, 20000));
+	printf("pipeliner: %zu bytes sent, %zu replies sent by the backend, "
+	    "worker heap +%zu bytes at most, client SO_SNDBUF %d\n", p.sent,
+	    p.answered, p.heap_max - p.heap0, sndbuf);
+	/* the queue toward the client did fill: the bound was pressed on */
+	ck_assert_uint_gt(p.heap_max - p.heap0, 32 * 1024);
+	ck_assert_uint_le(p.heap_max - p.heap0, 64 * 1024 + 8 * 1024);
+	ck_assert_int_le(sndbuf, 128 * 1024);
+	close(p.c);
+	close(p.b);
+}
+END_TEST
+
 static Suite *
 session_suite(void)
 {
@@ -1866,6 +1972,12 @@ session_suite(void)
 	tcase_add_checked_fixture(tc, setup_upstream_2s, teardown);
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_upstream_trickle_deadline);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("relay_bounds");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_pipeliner_memory_bounded);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("upstream_trusted");

@@ -174,7 +174,7 @@ gate_connect(struct session *s)
 {
 	const struct cfg_pool *pc = s->pool->cfg;
 	const struct cfg_server *srv;
-	int fd, idx, on = 1, err;
+	int fd, idx, on = 1, err, rcvbuf = SESSION_SERVER_RCVBUF;
 
 	if (s->attempts >= 1 + pc->retries)
 		return GATE_NONE;
@@ -208,6 +208,11 @@ gate_connect(struct session *s)
 		    err == ENOMEM ? GATE_NOFD : GATE_NONE;
 	}
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	/* Only replies flow from the server (bodies go the other way): a
+	 * small receive buffer costs no throughput and bounds what a client
+	 * that does not read them pins in the kernel. Before connect(2), for
+	 * the window it announces. */
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 	if (connect(fd, (const struct sockaddr *)&srv->address.ss,
 	    srv->address.len) == -1 && errno != EINPROGRESS) {
 		err = errno;

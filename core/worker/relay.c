@@ -10,7 +10,7 @@
  * a socket does not take is queued (an evbuffer that exists while it holds
  * bytes), so an idle session owns no buffer at all. A bulk flow (a message
  * body) goes socket to pipe to socket with splice(2). Reading from one
- * side stops while the other has RELAY_MAX_OUT queued (backpressure); a
+ * side stops while the other has RELAY_MAX_OUT (64 KiB) queued (backpressure); a
  * FIN is passed on once everything before it was delivered.
  *
  * Inactivity is per side and counts bytes both ways (SPEC.md): a side is
@@ -41,8 +41,19 @@
 #include "core/shm.h"
 #include "core/worker/session_int.h"
 
-/* Output queued toward one peer before we stop reading the other. */
-#define RELAY_MAX_OUT		(512 * 1024)
+/*
+ * Bytes queued toward one side outside splice, at most (SPEC.md "Bounds"):
+ * reading the other side stops there, and no read reserves room beyond
+ * it, so a peer that never reads costs no more than this.
+ */
+#define RELAY_MAX_OUT		(64 * 1024)
+/* A read straight through the scratch buffer: what the socket does not
+ * take is queued in one buffer chain, which (with libevent's header)
+ * must stay within RELAY_MAX_OUT. */
+#define RELAY_DIRECT_MAX	(RELAY_MAX_OUT - 512)
+/* Room reserved per read onto a queue: small chains, none of them
+ * allocating much beyond what it holds. */
+#define RELAY_RESERVE_MAX	(16 * 1024 - 512)
 /* iovecs per sendmsg(2) of queued bytes. */
 #define RELAY_IOV_MAX		64
 /* A read this big means a bulk flow (DATA): relay it with splice(2). */
@@ -79,6 +90,7 @@ relay_side_init(struct session_side *d, int fd, unsigned timeout_ms)
 	d->outq = d->peer_outq = 0;
 	d->armed = 0;
 	d->retime = d->eof = d->shut = d->paused = d->bulk = false;
+	d->stalled = false;
 	d->err = 0;
 	d->active_us = relay_now_us();
 }
@@ -97,6 +109,7 @@ relay_side_close(struct session_side *d)
 	d->fd = -1;
 	d->armed = 0;
 	d->retime = d->eof = d->shut = d->paused = d->bulk = false;
+	d->stalled = false;
 }
 
 /* A new timeout for a side, counted from now. */
@@ -388,7 +401,7 @@ relay_read(struct session *s, struct session_side *a, struct session_side *b,
 {
 	struct evbuffer_iovec v[2];
 	struct iovec iov[2];
-	size_t want = SESSION_READ_MAX, left;
+	size_t want = SESSION_READ_MAX, left, queued;
 	ssize_t n;
 	int nv;
 
@@ -413,6 +426,7 @@ relay_read(struct session *s, struct session_side *a, struct session_side *b,
 			pipepool_put(b);
 		closed = false;	/* a short splice may be a full pipe */
 	} else if (b->out == NULL && b->piped == 0) {
+		want = RELAY_DIRECT_MAX;
 		n = relay_recv(a->fd, session_scratch, want);
 		if (n > 0) {
 			*counter += (size_t)n;
@@ -423,14 +437,26 @@ relay_read(struct session *s, struct session_side *a, struct session_side *b,
 	} else {
 		if (b->out == NULL && (b->out = evbuffer_new()) == NULL)
 			return relay_fail(b, ENOMEM);
+		queued = evbuffer_get_length(b->out);
+		if (queued >= RELAY_MAX_OUT) {
+			a->paused = true;	/* cannot happen: paused before */
+			return 0;
+		}
+		want = RELAY_MAX_OUT - queued;
+		if (want > RELAY_RESERVE_MAX)
+			want = RELAY_RESERVE_MAX;
 		nv = evbuffer_reserve_space(b->out, (ev_ssize_t)want, v, 2);
 		if (nv <= 0)
 			return relay_fail(b, ENOMEM);
-		want = 0;
+		/* The reservation may offer more than asked: take no more
+		 * than the cap leaves. */
+		left = want;
 		for (int i = 0; i < nv; i++) {
+			if (v[i].iov_len > left)
+				v[i].iov_len = left;
+			left -= v[i].iov_len;
 			iov[i].iov_base = v[i].iov_base;
 			iov[i].iov_len = v[i].iov_len;
-			want += v[i].iov_len;
 		}
 		do
 			n = readv(a->fd, iov, nv);
@@ -462,8 +488,16 @@ relay_read(struct session *s, struct session_side *a, struct session_side *b,
 	if (n > 0)
 		a->active_us = relay_now_us();
 	a->bulk = (size_t)n >= RELAY_SPLICE_MIN;
-	if (b->out != NULL && evbuffer_get_length(b->out) >= RELAY_MAX_OUT)
+	if (b->out != NULL && evbuffer_get_length(b->out) >= RELAY_MAX_OUT) {
 		a->paused = true;	/* backpressure: until b drains half */
+		/* A client that does not read its replies gets no more
+		 * commands read either: each would only add a reply, and
+		 * the server's side would fill instead (a pipelining client
+		 * reads as it writes, RFC 2920). A message body still flows. */
+		if (b == &s->client && !dialog_in_message(&s->dialog) &&
+		    !dialog_opaque(&s->dialog))
+			b->stalled = true;
+	}
 	if (n == 0 || (closed && (size_t)n < want))
 		return relay_eof(s, a, b);
 	return 0;
@@ -475,9 +509,9 @@ relay_write(struct session *s, struct session_side *b, struct session_side *a)
 {
 	if (relay_flush(b) == -1)
 		return relay_fail(b, errno);
-	if (a->paused && b->piped == 0 && (b->out == NULL ||
+	if (b->piped == 0 && (b->out == NULL ||
 	    evbuffer_get_length(b->out) <= RELAY_MAX_OUT / 2))
-		a->paused = false;
+		a->paused = b->stalled = false;
 	return relay_pass_fin(s, a, b);
 }
 
@@ -529,7 +563,8 @@ relay_pump(struct session *s, struct session_side *d, short what)
 
 	if ((what & EV_WRITE) && (rc = relay_write(s, d, peer)) != 0)
 		return rc;
-	if ((what & (EV_READ | EV_CLOSED)) && !d->eof && !d->paused)
+	if ((what & (EV_READ | EV_CLOSED)) && !d->eof && !d->paused &&
+	    !d->stalled)
 		return relay_read(s, d, peer, counter,
 		    (what & EV_CLOSED) != 0);
 	return 0;

@@ -768,7 +768,8 @@ relay_on_deadline(struct session *s)
 static short
 relay_want(const struct session *s, const struct session_side *d)
 {
-	return (d->eof || d->paused ? 0 : session_rd()) | session_w(d);
+	return (d->eof || d->paused || d->stalled ? 0 : session_rd()) |
+	    session_w(d);
 }
 
 /* ----------------------------------------------------------- closing */
@@ -921,6 +922,15 @@ session_admit_or_end(struct session *s)
 	if (session_admit(s, &why) == -1)
 		return session_finalize(s, why, 0);
 	return session_goto(s, SESSION_CONNECTING, NULL, 0);
+}
+
+void
+session_listener_setup(int fd)
+{
+	int size = SESSION_CLIENT_SNDBUF;
+
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size)) == -1)
+		log_warn("session: SO_SNDBUF on a listening socket");
 }
 
 void

@@ -35,6 +35,11 @@
  * how much of its input is drained meanwhile (SPEC.md "Bounds"). */
 #define SESSION_LINGER_MS	10000
 #define SESSION_LINGER_READ	4096
+/* SO_SNDBUF asked for client sockets and SO_RCVBUF for server sockets,
+ * the directions only replies take; the kernel doubles it: 128 KiB,
+ * the least that does not stall on loopback (64 KiB segments). */
+#define SESSION_CLIENT_SNDBUF	(64 * 1024)
+#define SESSION_SERVER_RCVBUF	(64 * 1024)
 /* Bytes per read(2): big reads make the cost per GB low. */
 #define SESSION_READ_MAX	(256 * 1024)
 /* Servers tracked in the inline `tried` bitmask; bigger pools allocate. */
@@ -73,6 +78,7 @@ struct session_side {
 	bool eof;			/* read 0: the peer sent its FIN */
 	bool shut;			/* we sent our FIN */
 	bool paused;			/* not read: the other side is full */
+	bool stalled;			/* not read: it does not read replies */
 	bool bulk;			/* its last read was big */
 	short err;			/* its socket failed with this errno */
 };

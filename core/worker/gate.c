@@ -52,9 +52,9 @@ gate_drop_server(struct session *s)
 static int
 gate_pick(struct session *s)
 {
-	const struct cfg_pool *pc = s->pool->cfg;
+	const struct cfg_pool *pc = session_pool(s)->cfg;
 	struct bal_server view_inline[16] = { 0 }, *view = view_inline;
-	bool tried_inline[SESSION_TRIED_BITS], *tried = s->tried_big;
+	bool tried_inline[SESSION_TRIED_BITS], *tried = s->pre->tried_big;
 	bool need_active = pc->balance == CFG_BALANCE_LEASTCONN;
 	int idx;
 
@@ -64,10 +64,10 @@ gate_pick(struct session *s)
 	if (tried == NULL) {
 		tried = tried_inline;
 		for (size_t i = 0; i < pc->nservers; i++)
-			tried[i] = (s->tried >> i) & 1;
+			tried[i] = (s->pre->tried >> i) & 1;
 	}
 	for (size_t i = 0; i < pc->nservers; i++) {
-		unsigned slot = s->pool->server_slot[i];
+		unsigned slot = session_pool(s)->server_slot[i];
 
 		view[i].usable = shm_health_state(slot) != SHM_HEALTH_DOWN &&
 		    shm_admin_get(slot) == SHM_ADMIN_READY;
@@ -92,7 +92,7 @@ static enum gate_status
 gate_attempt_failed(struct session *s, enum metrics_reason reason,
     const char *fmt, ...)
 {
-	const struct cfg_server *srv = &s->pool->cfg->servers[s->server_idx];
+	const struct cfg_server *srv = &session_pool(s)->cfg->servers[s->server_idx];
 	char why[200];
 	va_list ap;
 
@@ -103,8 +103,8 @@ gate_attempt_failed(struct session *s, enum metrics_reason reason,
 	metrics_count_failover(session_server_slot(s), reason);
 	if (s->state == SESSION_GATE)
 		s->gate_failures++;
-	session_add_error(s, "%s/%s: %s", s->pool->cfg->name, srv->name, why);
-	log_debug("session: server %s/%s %s: %s", s->pool->cfg->name,
+	session_add_error(s, "%s/%s: %s", session_pool(s)->cfg->name, srv->name, why);
+	log_debug("session: server %s/%s %s: %s", session_pool(s)->cfg->name,
 	    srv->name, srv->address.text, why);
 	gate_drop_server(s);
 	return GATE_FAILED;
@@ -113,7 +113,7 @@ gate_attempt_failed(struct session *s, enum metrics_reason reason,
 enum gate_status
 gate_connected(struct session *s, bool eager)
 {
-	const struct cfg_pool *pc = s->pool->cfg;
+	const struct cfg_pool *pc = session_pool(s)->cfg;
 	struct session_side *sv = &s->server;
 	uint8_t hdr[PROXY_HEADER_MAX];
 	socklen_t len;
@@ -123,14 +123,14 @@ gate_connected(struct session *s, bool eager)
 
 	/* An upstream LOCAL header (or one Postfix could not take) left the
 	 * real endpoints in peer/local: v2 says LOCAL, v1 sends those. */
-	if (pc->proxy == CFG_PROXY_V2 && s->proxy_local)
+	if (pc->proxy == CFG_PROXY_V2 && s->pre->proxy_local)
 		n = proxy_v2_encode_local(hdr, sizeof(hdr));
 	else if (pc->proxy == CFG_PROXY_V1)
 		n = proxy_v1_encode((char *)hdr, sizeof(hdr), &s->peer.sa,
-		    &s->local.sa);
+		    &s->pre->local.sa);
 	else if (pc->proxy == CFG_PROXY_V2)
 		n = proxy_v2_encode(hdr, sizeof(hdr), &s->peer.sa,
-		    &s->local.sa);
+		    &s->pre->local.sa);
 	if (n < 0) {
 		session_add_error(s, "cannot encode PROXY header");
 		gate_drop_server(s);
@@ -164,15 +164,15 @@ gate_connected(struct session *s, bool eager)
 			    strerror(err));
 	}
 	now = net_now_us();
-	s->connect_ms = (float)(now - s->t_connect) / 1000.0f;
-	metrics_count_connect(session_server_slot(s), now - s->t_connect);
+	s->connect_ms = (float)(now - s->pre->t_connect) / 1000.0f;
+	metrics_count_connect(session_server_slot(s), now - s->pre->t_connect);
 	return GATE_READY;
 }
 
 enum gate_status
 gate_connect(struct session *s)
 {
-	const struct cfg_pool *pc = s->pool->cfg;
+	const struct cfg_pool *pc = session_pool(s)->cfg;
 	const struct cfg_server *srv;
 	int fd, idx, on = 1, err, rcvbuf = SESSION_SERVER_RCVBUF;
 
@@ -185,16 +185,16 @@ gate_connect(struct session *s)
 			    pc->name);
 		return GATE_NONE;
 	}
-	if (s->tried_big != NULL)
-		s->tried_big[idx] = true;
+	if (s->pre->tried_big != NULL)
+		s->pre->tried_big[idx] = true;
 	else
-		s->tried |= (uint64_t)1 << idx;
+		s->pre->tried |= (uint64_t)1 << idx;
 	s->attempts++;
 	s->server_idx = idx;
 	srv = &pc->servers[idx];
 	shm_server_add(session_server_slot(s), +1);
 	s->server_counted = true;
-	s->t_connect = net_now_us();
+	s->pre->t_connect = net_now_us();
 
 	fd = socket(srv->address.ss.ss_family,
 	    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -314,7 +314,7 @@ int
 gate_hold(struct session *s)
 {
 	struct session_side *c = &s->client;
-	size_t held = s->hold != NULL ? evbuffer_get_length(s->hold) : 0;
+	size_t held = s->pre->hold != NULL ? evbuffer_get_length(s->pre->hold) : 0;
 	ssize_t n;
 
 	n = relay_recv(c->fd, session_scratch, SESSION_HOLD_MAX - held);
@@ -327,8 +327,8 @@ gate_hold(struct session *s)
 		return -1;
 	}
 	c->active_us = relay_now_us();
-	if ((s->hold == NULL && (s->hold = evbuffer_new()) == NULL) ||
-	    evbuffer_add(s->hold, session_scratch, (size_t)n) == -1) {
+	if ((s->pre->hold == NULL && (s->pre->hold = evbuffer_new()) == NULL) ||
+	    evbuffer_add(s->pre->hold, session_scratch, (size_t)n) == -1) {
 		c->err = ENOMEM;
 		return -1;
 	}

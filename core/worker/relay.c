@@ -5,13 +5,13 @@
  * every event of the relay phase here; the pump moves bytes, passes FINs
  * and reports by flags on the sides (`eof`, `shut`, `err`) and its return
  * code; it never ends a session nor changes its phase. Relayed bytes are
- * read into one
- * scratch buffer per process and written straight to the peer; only what
- * a socket does not take is queued (an evbuffer that exists while it holds
- * bytes), so an idle session owns no buffer at all. A bulk flow (a message
- * body) goes socket to pipe to socket with splice(2). Reading from one
- * side stops while the other has RELAY_MAX_OUT (64 KiB) queued (backpressure); a
- * FIN is passed on once everything before it was delivered.
+ * read into one scratch buffer per process and written straight to the
+ * peer; only what a socket does not take is queued (an evbuffer that
+ * exists while it holds bytes), so an idle session owns no buffer at all.
+ * A bulk flow (a message body) goes socket to pipe to socket with
+ * splice(2). Reading from one side stops while the other has RELAY_MAX_OUT
+ * (64 KiB) queued (backpressure); a FIN is passed on once everything
+ * before it was delivered.
  *
  * Inactivity is per side and counts bytes both ways (SPEC.md): a side is
  * active when a byte is read from it, when its socket takes one, and when
@@ -21,8 +21,9 @@
  * side stamps its last activity; its event's timeout only wakes it to look
  * at the stamps, so progress made from the other side's handler (a write)
  * needs no event change. When a side did time out while the other one
- * holds its bytes unread, the other one is to blame
- * (relay_blame). Every byte relayed is also shown to the session's dialog (smtp/dialog.c), which the verdict on the session reads.
+ * holds its bytes unread, the other one is to blame (relay_blame). Every
+ * byte relayed is also shown to the session's dialog (smtp/dialog.c),
+ * which the verdict on the session reads.
  */
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -534,20 +535,20 @@ relay_begin(struct session *s, const char *p, size_t n)
 	dialog_server(&s->dialog, p, n);
 	if (relay_put(c, p, n) == -1)
 		return relay_fail(c, errno);
-	if (s->hold != NULL) {
-		len = evbuffer_get_length(s->hold);
+	if (s->pre->hold != NULL) {
+		len = evbuffer_get_length(s->pre->hold);
 		s->bytes_in += len;
-		relay_show(s, &s->client, evbuffer_pullup(s->hold, -1), len);
+		relay_show(s, &s->client, evbuffer_pullup(s->pre->hold, -1), len);
 		if (sv->out == NULL) {
-			sv->out = s->hold;
-		} else if (evbuffer_add_buffer(sv->out, s->hold) == -1) {
-			evbuffer_free(s->hold);
-			s->hold = NULL;
+			sv->out = s->pre->hold;
+		} else if (evbuffer_add_buffer(sv->out, s->pre->hold) == -1) {
+			evbuffer_free(s->pre->hold);
+			s->pre->hold = NULL;
 			return relay_fail(sv, ENOMEM);
 		} else {
-			evbuffer_free(s->hold);
+			evbuffer_free(s->pre->hold);
 		}
-		s->hold = NULL;
+		s->pre->hold = NULL;
 		if (relay_flush(sv) == -1)
 			return relay_fail(sv, errno);
 	}

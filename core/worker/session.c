@@ -77,7 +77,7 @@ session_deadline_passed(const struct session *s)
 unsigned
 session_server_slot(const struct session *s)
 {
-	return s->pool->server_slot[s->server_idx];
+	return session_pool(s)->server_slot[s->server_idx];
 }
 
 /* Add one explanation to last_error ("; " between several). */
@@ -176,8 +176,8 @@ session_log(struct session *s)
 		return;
 	net_addr_fmt(&s->peer.sa, client, sizeof(client));
 	if (s->server_idx >= 0) {
-		srv = &s->pool->cfg->servers[s->server_idx];
-		snprintf(server, sizeof(server), "%s/%s", s->pool->cfg->name,
+		srv = &session_pool(s)->cfg->servers[s->server_idx];
+		snprintf(server, sizeof(server), "%s/%s", session_pool(s)->cfg->name,
 		    srv->name);
 		backend = srv->address.text;
 	} else {
@@ -195,7 +195,7 @@ session_log(struct session *s)
 	    "%s%s attempts=%u connect_ms=%.1f duration_ms=%.0f bytes_in=%llu "
 	    "bytes_out=%llu result=%s%s%s%s%s%s", client,
 	    s->listener->cfg->name, server, backend,
-	    cfg_proxy_names[s->pool->cfg->proxy],
+	    cfg_proxy_names[session_pool(s)->cfg->proxy],
 	    s->proxy_in != 0 ? " proxy_in=" : "",
 	    s->proxy_in == 1 ? "v1" : s->proxy_in == 2 ? "v2" : "",
 	    s->attempts, (double)s->connect_ms,
@@ -226,6 +226,22 @@ session_uncount(struct session *s)
 	}
 }
 
+/* The gate opened or the session closes: what led there goes. */
+static void
+session_pre_free(struct session *s)
+{
+	struct session_pre *pre = s->pre;
+
+	if (pre == NULL)
+		return;
+	if (pre->hold != NULL)
+		evbuffer_free(pre->hold);
+	free(pre->hdr);
+	free(pre->tried_big);
+	free(pre);
+	s->pre = NULL;
+}
+
 static void
 session_free(struct session *s)
 {
@@ -236,12 +252,9 @@ session_free(struct session *s)
 	session_uncount(s);
 	gate_drop_server(s);
 	relay_side_close(&s->client);
-	if (s->hold != NULL)
-		evbuffer_free(s->hold);
-	free(s->hdr);
+	session_pre_free(s);
 	session_log(s);
 	TAILQ_REMOVE(&sessions, s, entry);
-	free(s->tried_big);
 	free(s->last_error);
 	free(s->dump);
 	free(s);
@@ -260,7 +273,7 @@ session_side_gone(struct session *s, struct session_side *d, int err)
 		return;
 	s->first_gone = d == &s->client ? VERDICT_CLIENT : VERDICT_SERVER;
 	s->first_clean = err == 0;
-	s->first_err = err;
+	s->first_err = (short)err;
 	if (d == &s->client) {
 		s->client_quiet = dialog_quiet(&s->dialog);
 		s->client_in_message = dialog_in_message(&s->dialog);
@@ -518,10 +531,7 @@ session_finalize(struct session *s, enum verdict_cause cause, int err)
 		s->server_idx = -1;	/* "server=-": none was reached */
 	session_log(s);
 	session_uncount(s);
-	if (s->hold != NULL) {
-		evbuffer_free(s->hold);
-		s->hold = NULL;
-	}
+	session_pre_free(s);
 	return session_goto(s, SESSION_CLOSING, reply, (size_t)n);
 }
 
@@ -629,8 +639,8 @@ connect_enter(struct session *s, const char *p, size_t n)
 	while ((g = gate_connect(s)) == GATE_FAILED)
 		;
 	if (g == GATE_WAIT) {
-		session_deadline(s, s->t_connect,
-		    s->pool->cfg->connect_timeout_ms);
+		session_deadline(s, s->pre->t_connect,
+		    session_pool(s)->cfg->connect_timeout_ms);
 		return 0;
 	}
 	return session_gate_next(s, g, NULL, 0);
@@ -641,7 +651,7 @@ connect_enter(struct session *s, const char *p, size_t n)
 static int
 gate_enter(struct session *s, const char *p, size_t n)
 {
-	session_deadline(s, net_now_us(), s->pool->cfg->greeting_timeout_ms);
+	session_deadline(s, net_now_us(), session_pool(s)->cfg->greeting_timeout_ms);
 	return 0;
 }
 
@@ -684,7 +694,7 @@ static short
 gate_want(const struct session *s, const struct session_side *d)
 {
 	if (d == &s->client)	/* holding early bytes, up to the limit */
-		return (s->hold == NULL || evbuffer_get_length(s->hold) <
+		return (s->pre->hold == NULL || evbuffer_get_length(s->pre->hold) <
 		    SESSION_HOLD_MAX) ? session_rd() : 0;
 	if (s->state == SESSION_CONNECTING)
 		return EV_WRITE;
@@ -725,13 +735,17 @@ session_relay_check(struct session *s, int rc)
 static int
 relay_enter(struct session *s, const char *p, size_t n)
 {
+	int rc;
+
 	shm_server_count_session(session_server_slot(s));
 	/* Implicit TLS has no gate: the client speaks first. */
 	if (s->listener->cfg->mode == CFG_MODE_SMTP)
 		metrics_count_first_line(session_server_slot(s),
-		    net_now_us() - s->t_connect);
-	relay_set_timeout(&s->server, s->pool->cfg->server_timeout_ms);
-	return session_relay_check(s, relay_begin(s, p, n));
+		    net_now_us() - s->pre->t_connect);
+	relay_set_timeout(&s->server, session_pool(s)->cfg->server_timeout_ms);
+	rc = relay_begin(s, p, n);	/* takes the held bytes */
+	session_pre_free(s);
+	return session_relay_check(s, rc);
 }
 
 static int
@@ -868,7 +882,7 @@ session_client_key(const struct session *s, struct clients_key *k)
 	int fam;
 
 	memset(k, 0, sizeof(*k));
-	fam = bal_client_key(s->pool->cfg, &s->peer.sa, k->net);
+	fam = bal_client_key(session_pool(s)->cfg, &s->peer.sa, k->net);
 	k->family = fam > 0 ? (uint8_t)fam : 0;
 	k->listener = (uint16_t)s->listener->slot;
 }
@@ -945,6 +959,10 @@ session_start(struct session_env *env, const struct rt_listener *l,
 	int on = 1;
 
 	s = calloc(1, sizeof(*s));
+	if (s != NULL && (s->pre = calloc(1, sizeof(*s->pre))) == NULL) {
+		free(s);
+		s = NULL;
+	}
 	if (s == NULL) {
 		log_warn("session: out of memory");
 		session_refuse(env, l, fd, peer, peerlen, "out of memory");
@@ -952,7 +970,6 @@ session_start(struct session_env *env, const struct rt_listener *l,
 	}
 	s->env = env;
 	s->listener = l;
-	s->pool = &env->rt->pools[lc->pool];
 	s->server_idx = -1;
 	s->t_start = net_now_us();
 	relay_side_init(&s->client, fd, lc->client_timeout_ms);
@@ -962,18 +979,19 @@ session_start(struct session_env *env, const struct rt_listener *l,
 	dialog_init(&s->dialog, lc->mode == CFG_MODE_TLS);
 	memcpy(&s->peer, peer, peerlen < sizeof(s->peer) ? peerlen :
 	    sizeof(s->peer));
-	len = sizeof(s->local);
-	if (!b->wildcard || getsockname(fd, &s->local.sa, &len) == -1)
-		memcpy(&s->local, &b->addr->ss,
-		    b->addr->len < sizeof(s->local) ? b->addr->len :
-		    sizeof(s->local));
+	len = sizeof(s->pre->local);
+	if (!b->wildcard || getsockname(fd, &s->pre->local.sa, &len) == -1)
+		memcpy(&s->pre->local, &b->addr->ss,
+		    b->addr->len < sizeof(s->pre->local) ? b->addr->len :
+		    sizeof(s->pre->local));
 	/* SMTP is a dialogue of small writes: never let Nagle hold one back
 	 * waiting for an ACK. */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-	nservers = s->pool->cfg->nservers;
+	nservers = session_pool(s)->cfg->nservers;
 	if (nservers > SESSION_TRIED_BITS &&
-	    (s->tried_big = calloc(nservers, sizeof(bool))) == NULL) {
+	    (s->pre->tried_big = calloc(nservers, sizeof(bool))) == NULL) {
 		log_warn("session: out of memory");
+		free(s->pre);
 		free(s);
 		session_refuse(env, l, fd, peer, peerlen, "out of memory");
 		return;
@@ -996,7 +1014,6 @@ session_refuse(struct session_env *env, const struct rt_listener *l,
 	memset(&s, 0, sizeof(s));
 	s.env = env;
 	s.listener = l;
-	s.pool = &env->rt->pools[l->cfg->pool];
 	s.server_idx = -1;
 	s.t_start = net_now_us();
 	memcpy(&s.peer, peer, peerlen < sizeof(s.peer) ? peerlen :

@@ -69,61 +69,78 @@ struct session_side {
 	int64_t active_us;		/* last byte read from it or taken by it */
 	int fd;				/* -1: none */
 	int pipe[2];			/* spliced bytes for it, or -1 */
-	size_t piped;			/* bytes in `pipe` (after `out`) */
+	uint32_t piped;			/* bytes in `pipe` (after `out`) */
 	unsigned timeout_ms;		/* inactivity timeout, 0: none */
 	unsigned outq;			/* its kernel send queue at its last look */
 	unsigned peer_outq;		/* the peer's, at that same look */
 	short armed;			/* events `ev` was added with */
+	short err;			/* its socket failed with this errno */
 	bool retime;			/* timeout_ms changed since then */
 	bool eof;			/* read 0: the peer sent its FIN */
 	bool shut;			/* we sent our FIN */
 	bool paused;			/* not read: the other side is full */
 	bool stalled;			/* not read: it does not read replies */
 	bool bulk;			/* its last read was big */
-	short err;			/* its socket failed with this errno */
+};
+
+/*
+ * What only the phases before the relay need, apart so that an idle
+ * relayed session does not carry it: allocated with the session, freed
+ * when the gate opens or the session closes.
+ */
+struct session_pre {
+	union session_addr local;	/* where the client connected to */
+	struct evbuffer *hold;		/* early client bytes (gate) */
+	uint8_t *hdr;			/* upstream header so far (HEADER only) */
+	bool *tried_big;		/* pools beyond SESSION_TRIED_BITS */
+	uint64_t tried;			/* servers attempted, a bit each */
+	int64_t t_connect;		/* the current attempt's start */
+	unsigned short hdr_len;		/* bytes in `hdr` */
+	bool proxy_local;		/* upstream header carried no usable
+					 * client (LOCAL) */
 };
 
 struct session {
 	TAILQ_ENTRY(session) entry;
 	struct session_env *env;
 	const struct rt_listener *listener;
-	const struct rt_pool *pool;
 	struct session_side client;
 	struct session_side server;
-	struct evbuffer *hold;		/* early client bytes (gate) */
-	uint8_t *hdr;			/* upstream header so far (HEADER only) */
+	struct session_pre *pre;	/* NULL once relaying or closing */
 	char *last_error;		/* NULL when none */
 	char *dump;			/* escaped first bytes of a bad header */
 	const char *result;		/* NULL until decided */
-	bool *tried_big;		/* pools beyond SESSION_TRIED_BITS */
-	uint64_t tried;			/* servers attempted, a bit each */
 	int64_t t_start;
-	int64_t t_connect;
 	int64_t deadline_us;		/* the phase's absolute end, 0: none */
 	uint64_t bytes_in;		/* client -> server */
 	uint64_t bytes_out;		/* server -> client */
 	union session_addr peer;
-	union session_addr local;
 	struct dialog dialog;
 	float connect_ms;
 	int server_idx;			/* within the pool; -1 = none yet */
 	unsigned short attempts;
 	unsigned short gate_failures;	/* attempts connected but not greeted */
-	unsigned short hdr_len;		/* bytes in `hdr` */
 	unsigned short linger_read;	/* CLOSING: client bytes drained */
-	unsigned char proxy_in;		/* upstream header read: 1 or 2, 0: none */
-	bool proxy_local;		/* ... carried no usable client (LOCAL) */
-	unsigned char state;		/* enum session_state */
-	unsigned char first_gone;	/* enum verdict_who: who left first */
-	bool first_clean;		/* ... and did it with a FIN */
-	int first_err;			/* ... or with this error */
-	bool client_quiet;		/* nothing open when the client left */
-	bool client_in_message;		/* ... or a message was */
-	bool server_counted;		/* holds +1 in shm server_active */
-	bool listener_counted;		/* holds +1 in shm listener_active */
-	bool client_counted;		/* holds +1 in the per-client table */
-	bool logged;
+	short first_err;		/* who left first did with this error */
+	/* Bit fields: every idle session carries them. */
+	unsigned state : 3;		/* enum session_state */
+	unsigned proxy_in : 2;		/* upstream header read: 1 or 2, 0: none */
+	unsigned first_gone : 2;	/* enum verdict_who: who left first */
+	unsigned first_clean : 1;	/* ... and did it with a FIN */
+	unsigned client_quiet : 1;	/* nothing open when the client left */
+	unsigned client_in_message : 1;	/* ... or a message was */
+	unsigned server_counted : 1;	/* holds +1 in shm server_active */
+	unsigned listener_counted : 1;	/* holds +1 in shm listener_active */
+	unsigned client_counted : 1;	/* holds +1 in the per-client table */
+	unsigned logged : 1;
 };
+
+/* The session's pool (its listener's). */
+static inline const struct rt_pool *
+session_pool(const struct session *s)
+{
+	return &s->env->rt->pools[s->listener->cfg->pool];
+}
 
 /*
  * Who calls whom: session.c owns the phases (a table of handlers per
@@ -137,7 +154,7 @@ struct session {
 /* session.c */
 extern char session_scratch[SESSION_READ_MAX];
 void session_add_error(struct session *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3), nonnull(2)));
 /*
  * The one deadline helper: the current phase ends `ms` after `from_us`
  * (0 ms: no deadline), whatever bytes trickle in meanwhile. The side that

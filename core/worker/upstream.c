@@ -85,7 +85,7 @@ upstream_reject(struct session *s, const char *class, const char *why,
     const char *more)
 {
 	session_add_error(s, "%s: %s%s", class, why, more);
-	upstream_dump(s, s->hdr, s->hdr_len);
+	upstream_dump(s, s->pre->hdr, s->pre->hdr_len);
 	return UPSTREAM_BAD;
 }
 
@@ -93,32 +93,32 @@ upstream_reject(struct session *s, const char *class, const char *why,
 static enum upstream_status
 upstream_accepted(struct session *s, const struct proxy_info *info)
 {
-	size_t extra = s->hdr_len - info->header_len;
+	size_t extra = s->pre->hdr_len - info->header_len;
 
 	s->proxy_in = (unsigned char)info->version;
 	if (info->usable) {
 		/* AF_INET or AF_INET6 (mapped ones arrive unmapped): both fit
 		 * the session's address union. */
 		memcpy(&s->peer, &info->src, sizeof(s->peer));
-		memcpy(&s->local, &info->dst, sizeof(s->local));
+		memcpy(&s->pre->local, &info->dst, sizeof(s->pre->local));
 	} else {
 		/* LOCAL, UNKNOWN, UDP, AF_UNIX: the upstream connection's real
 		 * endpoints stay; nothing is invented. */
-		s->proxy_local = true;
+		s->pre->proxy_local = true;
 	}
 	if (extra > 0) {
 		/* The client's first bytes, read with the header: the gate
 		 * holds them like any early bytes. */
-		if ((s->hold = evbuffer_new()) == NULL ||
-		    evbuffer_add(s->hold, s->hdr + info->header_len,
+		if ((s->pre->hold = evbuffer_new()) == NULL ||
+		    evbuffer_add(s->pre->hold, s->pre->hdr + info->header_len,
 		    extra) == -1) {
 			session_add_error(s, "out of memory");
 			return UPSTREAM_NOMEM;
 		}
 	}
-	free(s->hdr);
-	s->hdr = NULL;
-	s->hdr_len = 0;
+	free(s->pre->hdr);
+	s->pre->hdr = NULL;
+	s->pre->hdr_len = 0;
 	return UPSTREAM_DONE;
 }
 
@@ -132,27 +132,27 @@ upstream_read(struct session *s, int *errp)
 	ssize_t n;
 	int err;
 
-	n = relay_recv(c->fd, s->hdr + s->hdr_len,
-	    PROXY_HEADER_MAX - s->hdr_len);
+	n = relay_recv(c->fd, s->pre->hdr + s->pre->hdr_len,
+	    PROXY_HEADER_MAX - s->pre->hdr_len);
 	if (n == -1 && relay_again())
 		return UPSTREAM_MORE;
 	if (n <= 0) {
 		err = n == 0 ? 0 : errno;
-		if (s->hdr_len == 0) {
+		if (s->pre->hdr_len == 0) {
 			c->eof = n == 0;
 			*errp = err;
 			return UPSTREAM_GONE;
 		}
-		r = proxy_decode_final(s->hdr, s->hdr_len, &info);
+		r = proxy_decode_final(s->pre->hdr, s->pre->hdr_len, &info);
 		snprintf(more, sizeof(more), " (%s after %u bytes)",
-		    err == 0 ? "closed" : strerror(err), s->hdr_len);
+		    err == 0 ? "closed" : strerror(err), s->pre->hdr_len);
 		return upstream_reject(s, proxy_result_names[r], info.why,
 		    more);
 	}
-	s->hdr_len += (unsigned short)n;
-	r = proxy_decode(s->hdr, s->hdr_len, &info);
+	s->pre->hdr_len += (unsigned short)n;
+	r = proxy_decode(s->pre->hdr, s->pre->hdr_len, &info);
 	if (r == PROXY_NEED_MORE) {
-		if (s->hdr_len < PROXY_HEADER_MAX)
+		if (s->pre->hdr_len < PROXY_HEADER_MAX)
 			return UPSTREAM_MORE;	/* the deadline stays */
 		/* The decoder answers every full buffer; be safe anyway. */
 		r = PROXY_ERR_TOO_LONG;
@@ -180,8 +180,8 @@ upstream_peek(struct session *s)
 int
 upstream_begin(struct session *s)
 {
-	s->hdr = malloc(PROXY_HEADER_MAX);
-	if (s->hdr == NULL) {
+	s->pre->hdr = malloc(PROXY_HEADER_MAX);
+	if (s->pre->hdr == NULL) {
 		session_add_error(s, "out of memory");
 		return -1;
 	}
@@ -195,8 +195,8 @@ upstream_timeout(struct session *s)
 	enum proxy_result r;
 	char more[64];
 
-	r = proxy_decode_final(s->hdr, s->hdr_len, &info);
-	snprintf(more, sizeof(more), " (%u bytes in %u ms)", s->hdr_len,
+	r = proxy_decode_final(s->pre->hdr, s->pre->hdr_len, &info);
+	snprintf(more, sizeof(more), " (%u bytes in %u ms)", s->pre->hdr_len,
 	    s->listener->cfg->proxy_timeout_ms);
 	(void)upstream_reject(s, "timeout", r == PROXY_ERR_TRUNCATED ?
 	    info.why : proxy_result_names[r], more);

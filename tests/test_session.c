@@ -31,6 +31,11 @@
 #include <check.h>
 #include <event2/event.h>
 
+#ifdef __SANITIZE_ADDRESS__
+/* ASan's allocator: mallinfo2() knows nothing of it. */
+size_t __sanitizer_get_current_allocated_bytes(void);
+#endif
+
 #include "balancer/balancer.h"
 #include "config/config.h"
 #include "core/log.h"
@@ -1792,6 +1797,17 @@ struct pipeliner {
 
 #define PIPELINE_BYTES	(1024 * 1024)
 
+/* Bytes the process has allocated now. */
+static size_t
+heap_now(void)
+{
+#ifdef __SANITIZE_ADDRESS__
+	return __sanitizer_get_current_allocated_bytes();
+#else
+	return mallinfo2().uordblks;
+#endif
+}
+
 static bool
 pipelining(void *arg)
 {
@@ -1799,7 +1815,7 @@ pipelining(void *arg)
 	    "NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n";
 	static char replies[64 * 14 + 1], in[16384];
 	struct pipeliner *p = arg;
-	struct mallinfo2 mi;
+	size_t heap;
 	bool moved = false;
 	ssize_t n;
 
@@ -1835,9 +1851,9 @@ pipelining(void *arg)
 		}
 		moved = true;
 	}
-	mi = mallinfo2();
-	if (mi.uordblks > p->heap_max)
-		p->heap_max = mi.uordblks;
+	heap = heap_now();
+	if (heap > p->heap_max)
+		p->heap_max = heap;
 	if (moved)
 		p->moved_ms = now_ms();
 	/* Done when the flood is sent, or everything stands still (the
@@ -1859,7 +1875,7 @@ START_TEST(test_pipeliner_memory_bounded)
 	p.b = backend_accept();
 	say(p.b, "220 be ESMTP\r\n");
 	expect(p.c, "220 be");
-	p.heap0 = p.heap_max = mallinfo2().uordblks;
+	p.heap0 = p.heap_max = heap_now();
 	p.moved_ms = now_ms();
 	ck_assert(spin(pipelining, &p, 20000));
 	printf("pipeliner: %zu bytes sent, %zu replies sent by the backend, "
@@ -1867,7 +1883,7 @@ START_TEST(test_pipeliner_memory_bounded)
 	    p.answered, p.heap_max - p.heap0, sndbuf);
 	/* the queue toward the client did fill: the bound was pressed on */
 	ck_assert_uint_gt(p.heap_max - p.heap0, 32 * 1024);
-	ck_assert_uint_le(p.heap_max - p.heap0, 64 * 1024 + 8 * 1024);
+	ck_assert_uint_le(p.heap_max - p.heap0, 64 * 1024);
 	ck_assert_int_le(sndbuf, 128 * 1024);
 	close(p.c);
 	close(p.b);

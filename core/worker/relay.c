@@ -10,7 +10,7 @@
  * exists while it holds bytes), so an idle session owns no buffer at all.
  * A bulk flow (a message body) goes socket to pipe to socket with
  * splice(2). Reading from one side stops while the other has RELAY_MAX_OUT
- * (64 KiB) queued (backpressure); a FIN is passed on once everything
+ * (48 KiB) queued (backpressure); a FIN is passed on once everything
  * before it was delivered.
  *
  * Inactivity is per side and counts bytes both ways (SPEC.md): a side is
@@ -43,18 +43,16 @@
 #include "core/worker/session_int.h"
 
 /*
- * Bytes queued toward one side outside splice, at most (SPEC.md "Bounds"):
- * reading the other side stops there, and no read reserves room beyond
- * it, so a peer that never reads costs no more than this.
+ * Bytes queued toward one side outside splice, at most (SPEC.md "Bounds":
+ * 64 KiB): reading the other side stops there, and no read reserves room
+ * beyond it, so a peer that never reads costs no more than this. The
+ * queue is kept in chains of RELAY_CHAIN bytes: the last one partly
+ * filled, the memory it takes stays within 64 KiB.
  */
-#define RELAY_MAX_OUT		(64 * 1024)
-/* A read straight through the scratch buffer: what the socket does not
- * take is queued in one buffer chain, which (with libevent's header)
- * must stay within RELAY_MAX_OUT. */
-#define RELAY_DIRECT_MAX	(RELAY_MAX_OUT - 512)
-/* Room reserved per read onto a queue: small chains, none of them
- * allocating much beyond what it holds. */
-#define RELAY_RESERVE_MAX	(16 * 1024 - 512)
+#define RELAY_MAX_OUT		(48 * 1024)
+/* Bytes added to a queue at once: libevent rounds a chain (with its
+ * header) up to a power of two, 16 KiB here. */
+#define RELAY_CHAIN		(16 * 1024 - 512)
 /* iovecs per sendmsg(2) of queued bytes. */
 #define RELAY_IOV_MAX		64
 /* A read this big means a bulk flow (DATA): relay it with splice(2). */
@@ -143,10 +141,15 @@ relay_again(void)
 int
 relay_queue(struct session_side *d, const void *p, size_t len)
 {
+	size_t k;
+
 	if (d->out == NULL && (d->out = evbuffer_new()) == NULL)
 		goto nomem;
-	if (evbuffer_add(d->out, p, len) == -1)
-		goto nomem;
+	for (; len > 0; len -= k, p = (const char *)p + k) {
+		k = len < RELAY_CHAIN ? len : RELAY_CHAIN;
+		if (evbuffer_add(d->out, p, k) == -1)
+			goto nomem;
+	}
 	return 0;
 nomem:
 	errno = ENOMEM;
@@ -427,7 +430,7 @@ relay_read(struct session *s, struct session_side *a, struct session_side *b,
 			pipepool_put(b);
 		closed = false;	/* a short splice may be a full pipe */
 	} else if (b->out == NULL && b->piped == 0) {
-		want = RELAY_DIRECT_MAX;
+		want = RELAY_MAX_OUT;	/* what b does not take is queued */
 		n = relay_recv(a->fd, session_scratch, want);
 		if (n > 0) {
 			*counter += (size_t)n;
@@ -444,8 +447,8 @@ relay_read(struct session *s, struct session_side *a, struct session_side *b,
 			return 0;
 		}
 		want = RELAY_MAX_OUT - queued;
-		if (want > RELAY_RESERVE_MAX)
-			want = RELAY_RESERVE_MAX;
+		if (want > RELAY_CHAIN)
+			want = RELAY_CHAIN;
 		nv = evbuffer_reserve_space(b->out, (ev_ssize_t)want, v, 2);
 		if (nv <= 0)
 			return relay_fail(b, ENOMEM);

@@ -35,11 +35,14 @@
  * how much of its input is drained meanwhile (SPEC.md "Bounds"). */
 #define SESSION_LINGER_MS	10000
 #define SESSION_LINGER_READ	4096
-/* SO_SNDBUF asked for client sockets and SO_RCVBUF for server sockets,
- * the directions only replies take; the kernel doubles it: 128 KiB,
- * the least that does not stall on loopback (64 KiB segments). */
+/*
+ * SO_SNDBUF asked for client sockets and SO_RCVBUF for server sockets,
+ * the directions only replies take; the kernel doubles both (128 KiB and
+ * 64 KiB). A client send buffer under two of loopback's 64 KiB segments
+ * stalls a slow reader on zero-window probes.
+ */
 #define SESSION_CLIENT_SNDBUF	(64 * 1024)
-#define SESSION_SERVER_RCVBUF	(64 * 1024)
+#define SESSION_SERVER_RCVBUF	(32 * 1024)
 /* Bytes per read(2): big reads make the cost per GB low. */
 #define SESSION_READ_MAX	(256 * 1024)
 /* Servers tracked in the inline `tried` bitmask; bigger pools allocate. */

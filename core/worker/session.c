@@ -327,7 +327,7 @@ struct session_phase {
 /* Every handler returns 0 while the session lives, -1 once it is freed
  * (the caller then returns at once). */
 
-static const struct session_phase session_phases[];
+static const struct session_phase session_phases[SESSION_CLOSING + 1];
 
 /* EV_CLOSED when the backend reports a peer's FIN with its data. */
 static short session_ev_closed = -1;
@@ -860,7 +860,7 @@ closing_want(const struct session *s, const struct session_side *d)
 	return d == &s->client ? session_rd() | session_w(d) : 0;
 }
 
-static const struct session_phase session_phases[] = {
+static const struct session_phase session_phases[SESSION_CLOSING + 1] = {
 	[SESSION_HEADER] = { "header", header_enter, header_on_client,
 	    none_on_event, header_on_deadline, header_want },
 	[SESSION_CONNECTING] = { "connecting", connect_enter,

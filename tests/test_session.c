@@ -35,6 +35,11 @@
 /* ASan's allocator: mallinfo2() knows nothing of it. */
 size_t __sanitizer_get_current_allocated_bytes(void);
 #endif
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND	0
+#endif
 
 #include "balancer/balancer.h"
 #include "config/config.h"
@@ -1881,10 +1886,17 @@ START_TEST(test_pipeliner_memory_bounded)
 	printf("pipeliner: %zu bytes sent, %zu replies sent by the backend, "
 	    "worker heap +%zu bytes at most, client SO_SNDBUF %d\n", p.sent,
 	    p.answered, p.heap_max - p.heap0, sndbuf);
-	/* the queue toward the client did fill: the bound was pressed on */
-	ck_assert_uint_gt(p.heap_max - p.heap0, 32 * 1024);
-	ck_assert_uint_le(p.heap_max - p.heap0, 64 * 1024);
 	ck_assert_int_le(sndbuf, 128 * 1024);
+	if (RUNNING_ON_VALGRIND) {
+		/* memcheck's allocator shows no heap figures: the bound is
+		 * checked in the other builds */
+		printf("pipeliner: heap not measurable under valgrind\n");
+	} else {
+		/* the queue toward the client did fill: the bound was
+		 * pressed on */
+		ck_assert_uint_gt(p.heap_max - p.heap0, 32 * 1024);
+		ck_assert_uint_le(p.heap_max - p.heap0, 64 * 1024);
+	}
 	close(p.c);
 	close(p.b);
 }

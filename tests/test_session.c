@@ -1706,6 +1706,35 @@ START_TEST(test_refused_flooder_closed_after_4k)
 }
 END_TEST
 
+/* The server hung up (a half-close: it still reads): the client it told
+ * so has 10 s to hang up too, however it keeps trickling. */
+START_TEST(test_server_gone_client_trickler_deadline)
+{
+	struct trickle t = { .text = "NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n",
+	    .every_ms = 1000, .done = trickle_session_freed };
+	int c = client_connect(NULL), b = backend_accept();
+	int64_t t0, took;
+
+	say(b, "220 be ESMTP\r\n");
+	expect(c, "220 be");
+	say(b, "421 4.3.2 be going down\r\n");
+	ck_assert_int_eq(shutdown(b, SHUT_WR), 0);
+	expect(c, NULL);	/* the FIN passed on */
+	t0 = now_ms();
+	t.fd = c;
+	t.next_ms = now_ms();
+	ck_assert_msg(spin(trickling, &t, 15000), "still open after 15 s");
+	took = now_ms() - t0;
+	ck_assert_msg(took < 11000 && took >= 9500, "closed after %lld ms",
+	    (long long)took);
+	ck_assert_uint_ge(t.at, 8);
+	ck_assert_str_eq(result_after_end(), "server-closed");
+	ck_assert_str_eq(logged("last_error"), "421 4.3.2 be going down");
+	close(c);
+	close(b);
+}
+END_TEST
+
 static void
 setup_slow_greeting(void)
 {
@@ -1990,6 +2019,11 @@ session_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_refused_trickler_closed_by_deadline);
 	tcase_add_test(tc, test_refused_flooder_closed_after_4k);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("session_deadline_server_gone");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_server_gone_client_trickler_deadline);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("session_deadline_greeting");
 	tcase_add_checked_fixture(tc, setup_slow_greeting, teardown);

@@ -158,8 +158,8 @@ session_log(struct session *s)
 {
 	char client[NET_ADDR_TEXT], server[2 * CFG_NAME_MAX + 2];
 	const char *backend = "-";
+	const char *dump = s->pre != NULL ? s->pre->dump : NULL;
 	const struct cfg_server *srv;
-
 	int64_t duration_us;
 
 	if (s->logged)
@@ -203,8 +203,8 @@ session_log(struct session *s)
 	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
 	    s->result, s->last_error != NULL ? " last_error=\"" : "",
 	    s->last_error != NULL ? s->last_error : "",
-	    s->last_error != NULL && s->dump != NULL ? "; first bytes: " : "",
-	    s->last_error != NULL && s->dump != NULL ? s->dump : "",
+	    s->last_error != NULL && dump != NULL ? "; first bytes: " : "",
+	    s->last_error != NULL && dump != NULL ? dump : "",
 	    s->last_error != NULL ? "\"" : "");
 }
 
@@ -238,6 +238,7 @@ session_pre_free(struct session *s)
 		evbuffer_free(pre->hold);
 	free(pre->hdr);
 	free(pre->tried_big);
+	free(pre->dump);
 	free(pre);
 	s->pre = NULL;
 }
@@ -252,11 +253,10 @@ session_free(struct session *s)
 	session_uncount(s);
 	gate_drop_server(s);
 	relay_side_close(&s->client);
-	session_pre_free(s);
 	session_log(s);
+	session_pre_free(s);
 	TAILQ_REMOVE(&sessions, s, entry);
 	free(s->last_error);
-	free(s->dump);
 	free(s);
 	env->nsessions--;
 	if (env->on_close != NULL)

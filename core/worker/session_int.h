@@ -89,12 +89,14 @@ struct session_side {
 /*
  * What only the phases before the relay need, apart so that an idle
  * relayed session does not carry it: allocated with the session, freed
- * when the gate opens or the session closes.
+ * when the gate opens or the session closes (after its log line: `dump`
+ * is in it).
  */
 struct session_pre {
 	union session_addr local;	/* where the client connected to */
 	struct evbuffer *hold;		/* early client bytes (gate) */
 	uint8_t *hdr;			/* upstream header so far (HEADER only) */
+	char *dump;			/* escaped first bytes of a bad header */
 	bool *tried_big;		/* pools beyond SESSION_TRIED_BITS */
 	uint64_t tried;			/* servers attempted, a bit each */
 	int64_t t_connect;		/* the current attempt's start */
@@ -111,7 +113,6 @@ struct session {
 	struct session_side server;
 	struct session_pre *pre;	/* NULL once relaying or closing */
 	char *last_error;		/* NULL when none */
-	char *dump;			/* escaped first bytes of a bad header */
 	const char *result;		/* NULL until decided */
 	int64_t t_start;
 	int64_t deadline_us;		/* the phase's absolute end, 0: none */
@@ -120,22 +121,22 @@ struct session {
 	union session_addr peer;
 	struct dialog dialog;
 	float connect_ms;
-	int server_idx;			/* within the pool; -1 = none yet */
+	short server_idx;		/* within the pool; -1 = none yet */
 	unsigned short attempts;
 	unsigned short gate_failures;	/* attempts connected but not greeted */
 	unsigned short linger_read;	/* CLOSING: client bytes drained */
 	short first_err;		/* who left first did with this error */
 	/* Bit fields: every idle session carries them. */
-	unsigned state : 3;		/* enum session_state */
-	unsigned proxy_in : 2;		/* upstream header read: 1 or 2, 0: none */
-	unsigned first_gone : 2;	/* enum verdict_who: who left first */
-	unsigned first_clean : 1;	/* ... and did it with a FIN */
-	unsigned client_quiet : 1;	/* nothing open when the client left */
-	unsigned client_in_message : 1;	/* ... or a message was */
-	unsigned server_counted : 1;	/* holds +1 in shm server_active */
-	unsigned listener_counted : 1;	/* holds +1 in shm listener_active */
-	unsigned client_counted : 1;	/* holds +1 in the per-client table */
-	unsigned logged : 1;
+	uint16_t state : 3;		/* enum session_state */
+	uint16_t proxy_in : 2;		/* upstream header read: 1 or 2, 0: none */
+	uint16_t first_gone : 2;	/* enum verdict_who: who left first */
+	uint16_t first_clean : 1;	/* ... and did it with a FIN */
+	uint16_t client_quiet : 1;	/* nothing open when the client left */
+	uint16_t client_in_message : 1;	/* ... or a message was */
+	uint16_t server_counted : 1;	/* holds +1 in shm server_active */
+	uint16_t listener_counted : 1;	/* holds +1 in shm listener_active */
+	uint16_t client_counted : 1;	/* holds +1 in the per-client table */
+	uint16_t logged : 1;
 };
 
 /* The session's pool (its listener's). */

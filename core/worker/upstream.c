@@ -75,8 +75,8 @@ upstream_dump(struct session *s, const uint8_t *p, size_t n)
 	if (n == 0)
 		return;
 	proxy_escape(out, sizeof(out), p, n, UPSTREAM_DUMP_MAX);
-	free(s->dump);
-	s->dump = strdup(out);	/* NULL: the line goes without it */
+	free(s->pre->dump);
+	s->pre->dump = strdup(out);	/* NULL: the line goes without it */
 }
 
 /* A bad header: the class first in last_error, then why, then the dump. */

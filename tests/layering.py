@@ -23,6 +23,10 @@ ALLOWED = {
             'balancer', 'config'},
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
+# A session's phase changes in one place (session.c's session_goto): an
+# assignment to a `state` member anywhere else in the worker is a second.
+PHASE_SET = re.compile(r'(->|\.)state\s*(=[^=]|\+\+|--|[-+|&]=)')
+PHASE_OWNER = 'core/worker/session.c'
 
 
 def part_of(path):
@@ -52,10 +56,22 @@ def main():
                     elif target != part and target not in ALLOWED[part]:
                         bad.append(f'{rel}:{n}: {part} must not include '
                                    f'{target} ("{m.group(1)}")')
-    for b in bad:
+    phase_bad = []
+    folder = os.path.join(ROOT, 'core/worker')
+    for name in sorted(os.listdir(folder)):
+        rel = 'core/worker/' + name
+        if not name.endswith(('.c', '.h')) or rel == PHASE_OWNER:
+            continue
+        with open(os.path.join(folder, name)) as f:
+            for n, line in enumerate(f, 1):
+                if PHASE_SET.search(line.split('//')[0]):
+                    phase_bad.append(f'{rel}:{n}: assigns a phase; only '
+                                     f'{PHASE_OWNER} may')
+    for b in bad + phase_bad:
         print(b)
-    print(f'layering: {checked} files, {len(bad)} upward includes')
-    return 1 if bad or checked == 0 else 0
+    print(f'layering: {checked} files, {len(bad)} upward includes, '
+          f'{len(phase_bad)} phase assignments outside {PHASE_OWNER}')
+    return 1 if bad or phase_bad or checked == 0 else 0
 
 
 if __name__ == '__main__':

@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * relay: a session's two sockets. Each is watched by one persistent
- * `struct event` embedded in the session. Relayed bytes are read into one
- * scratch buffer per process and written straight to the peer; only what
- * a socket does not take is queued (an evbuffer that exists while it holds
- * bytes), so an idle session owns no buffer at all. A bulk flow (a message
- * body) goes socket to pipe to socket with splice(2). Reading from one
- * side stops while the other has RELAY_MAX_OUT queued (backpressure); a
- * FIN is passed on once everything before it was delivered.
+ * relay: the pump between a session's two sockets. session.c watches them
+ * (one persistent `struct event` each, embedded in the session) and hands
+ * every event of the relay phase here; the pump moves bytes, passes FINs
+ * and reports by flags on the sides (`eof`, `shut`, `err`) and its return
+ * code; it never ends a session nor changes its phase. Relayed bytes are
+ * read into one scratch buffer per process and written straight to the
+ * peer; only what a socket does not take is queued (an evbuffer that
+ * exists while it holds bytes), so an idle session owns no buffer at all.
+ * A bulk flow (a message body) goes socket to pipe to socket with
+ * splice(2). Reading from one side stops while the other has RELAY_MAX_OUT
+ * (48 KiB) queued (backpressure); a FIN is passed on once everything
+ * before it was delivered.
  *
  * Inactivity is per side and counts bytes both ways (SPEC.md): a side is
  * active when a byte is read from it, when its socket takes one, and when
@@ -17,8 +21,9 @@
  * side stamps its last activity; its event's timeout only wakes it to look
  * at the stamps, so progress made from the other side's handler (a write)
  * needs no event change. When a side did time out while the other one
- * holds its bytes unread, the other one is to blame. Every byte relayed is also shown to the session's
- * dialog (smtp/dialog.c), which the verdict on the session reads.
+ * holds its bytes unread, the other one is to blame (relay_blame). Every
+ * byte relayed is also shown to the session's dialog (smtp/dialog.c),
+ * which the verdict on the session reads.
  */
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -37,18 +42,22 @@
 #include "core/shm.h"
 #include "core/worker/session_int.h"
 
-/* Output queued toward one peer before we stop reading the other. */
-#define RELAY_MAX_OUT		(512 * 1024)
+/*
+ * Bytes queued toward one side outside splice, at most (SPEC.md "Bounds":
+ * 64 KiB): reading the other side stops there, and no read reserves room
+ * beyond it, so a peer that never reads costs no more than this. The
+ * queue is kept in chains of RELAY_CHAIN bytes: the last one partly
+ * filled, the memory it takes stays within 64 KiB.
+ */
+#define RELAY_MAX_OUT		(48 * 1024)
+/* Bytes added to a queue at once: libevent rounds a chain (with its
+ * header) up to a power of two, 16 KiB here. */
+#define RELAY_CHAIN		(16 * 1024 - 512)
 /* iovecs per sendmsg(2) of queued bytes. */
 #define RELAY_IOV_MAX		64
 /* A read this big means a bulk flow (DATA): relay it with splice(2). */
 #define RELAY_SPLICE_MIN	(16 * 1024)
 
-/* EV_CLOSED when the backend reports a peer's FIN with its data. */
-static short relay_ev_closed = -1;
-
-static void relay_cb_client(evutil_socket_t fd, short what, void *arg);
-static void relay_cb_server(evutil_socket_t fd, short what, void *arg);
 
 int64_t
 relay_now_us(void)
@@ -80,6 +89,8 @@ relay_side_init(struct session_side *d, int fd, unsigned timeout_ms)
 	d->outq = d->peer_outq = 0;
 	d->armed = 0;
 	d->retime = d->eof = d->shut = d->paused = d->bulk = false;
+	d->stalled = false;
+	d->err = 0;
 	d->active_us = relay_now_us();
 }
 
@@ -97,6 +108,7 @@ relay_side_close(struct session_side *d)
 	d->fd = -1;
 	d->armed = 0;
 	d->retime = d->eof = d->shut = d->paused = d->bulk = false;
+	d->stalled = false;
 }
 
 /* A new timeout for a side, counted from now. */
@@ -129,10 +141,15 @@ relay_again(void)
 int
 relay_queue(struct session_side *d, const void *p, size_t len)
 {
+	size_t k;
+
 	if (d->out == NULL && (d->out = evbuffer_new()) == NULL)
 		goto nomem;
-	if (evbuffer_add(d->out, p, len) == -1)
-		goto nomem;
+	for (; len > 0; len -= k, p = (const char *)p + k) {
+		k = len < RELAY_CHAIN ? len : RELAY_CHAIN;
+		if (evbuffer_add(d->out, p, k) == -1)
+			goto nomem;
+	}
 	return 0;
 nomem:
 	errno = ENOMEM;
@@ -231,99 +248,6 @@ out:
 	return rc;
 }
 
-/* ------------------------------------------------------------- events */
-
-/* Events a side waits for in the session's current state. */
-static short
-relay_want(const struct session *s, const struct session_side *d)
-{
-	/* Reading always asks for the FIN too: the same events in every
-	 * state, so no state change costs an epoll_ctl. */
-	short rd = EV_READ | relay_ev_closed;
-	short w = d->out != NULL || d->piped > 0 ? EV_WRITE : 0;
-	bool client = d == &s->client;
-
-	switch (s->state) {
-	case SESSION_HEADER:
-		return client ? rd : 0;
-	case SESSION_CONNECTING:
-	case SESSION_GATE:
-		if (client)	/* holding early bytes, up to the limit */
-			return (s->hold == NULL || evbuffer_get_length(
-			    s->hold) < SESSION_HOLD_MAX) ? rd : 0;
-		if (s->state == SESSION_CONNECTING)
-			return EV_WRITE;
-		return rd | w;
-	case SESSION_RELAY:
-		return (d->eof || d->paused ? 0 : rd) | w;
-	case SESSION_CLOSING:
-		return client ? rd | w : 0;
-	}
-	return 0;
-}
-
-/* Time left before `d` has been inactive for its whole timeout. */
-static struct timeval
-relay_time_left(const struct session_side *d)
-{
-	int64_t left = (int64_t)d->timeout_ms * 1000 -
-	    (relay_now_us() - d->active_us);
-	struct timeval tv;
-
-	if (left < 1000)
-		left = 1000;
-	tv.tv_sec = left / 1000000;
-	tv.tv_usec = left % 1000000;
-	return tv;
-}
-
-/*
- * Bring a side's event in line with what it waits for. Re-adding costs an
- * epoll_ctl, so it is done only when the events or the timeout changed.
- */
-static void
-relay_arm(struct session *s, struct session_side *d, event_callback_fn cb)
-{
-	struct timeval tv;
-	short want;
-
-	if (d->fd == -1)
-		return;
-	want = relay_want(s, d);
-	if (want == d->armed && !d->retime)
-		return;
-	/* Reading again after a pause of ours: the pause was not the
-	 * peer's inactivity. */
-	if ((want & EV_READ) && !(d->armed & EV_READ))
-		d->active_us = relay_now_us();
-	if (d->armed != 0 && want != d->armed) {
-		event_del(&d->ev);
-		d->armed = 0;
-	}
-	d->retime = false;
-	if (want == 0)
-		return;
-	if (d->armed == 0)
-		event_assign(&d->ev, s->env->base, d->fd, want | EV_PERSIST, cb,
-		    s);
-	tv = relay_time_left(d);
-	if (event_add(&d->ev, d->timeout_ms > 0 ? &tv : NULL) == -1) {
-		log_warnx("session: cannot add event");
-		return;
-	}
-	d->armed = want;
-}
-
-void
-relay_update(struct session *s)
-{
-	if (relay_ev_closed == -1)
-		relay_ev_closed = (event_base_get_features(s->env->base) &
-		    EV_FEATURE_EARLY_CLOSE) ? EV_CLOSED : 0;
-	relay_arm(s, &s->client, relay_cb_client);
-	relay_arm(s, &s->server, relay_cb_server);
-}
-
 /* Has the kernel's send queue toward `d` moved since `*seen`, the size
  * the looker noted last time? */
 static bool
@@ -346,9 +270,8 @@ relay_outq_moved(const struct session_side *d, unsigned *seen)
  * expired, wait for the rest and say no.
  */
 bool
-relay_expired(struct session_side *d)
+relay_expired(struct session *s, struct session_side *d)
 {
-	struct timeval tv;
 	int64_t idle = relay_now_us() - d->active_us;
 	bool mine, theirs;
 
@@ -361,9 +284,7 @@ relay_expired(struct session_side *d)
 			return true;
 		relay_touch(d);
 	}
-	tv = relay_time_left(d);
-	if (event_add(&d->ev, &tv) == -1)
-		return true;
+	d->retime = true;	/* wait for the rest */
 	return false;
 }
 
@@ -380,56 +301,38 @@ relay_holds_bytes(const struct session_side *d)
 	return ioctl(d->fd, SIOCOUTQ, &q) == 0 && q > 0;
 }
 
-/* `d` timed out: blame the other side when it sits on bytes unread. */
-static void
-relay_timed_out(struct session *s, struct session_side *d)
+struct session_side *
+relay_blame(struct session *s, struct session_side *d)
 {
-	bool client = d == &s->client;
-
-	if (relay_holds_bytes(d->peer))
-		client = !client;
-	session_end(s, client ? SESSION_END_CLIENT_TIMEOUT :
-	    SESSION_END_SERVER_TIMEOUT, 0);
+	return relay_holds_bytes(d->peer) ? d->peer : d;
 }
 
 /* -------------------------------------------------------------- relay */
 
-/* A side's socket failed (or reset) while relaying. */
-static void
-relay_failed(struct session *s, struct session_side *d, int err)
+/* A side's socket failed (or reset): raise its flag for the session. */
+static int
+relay_fail(struct session_side *d, int err)
 {
-	session_side_gone(s, d, err != 0 ? err : EIO);
-	session_end(s, d == &s->client ? SESSION_END_CLIENT_GONE :
-	    SESSION_END_SERVER_GONE, err != 0 ? err : EIO);
+	d->err = (short)(err != 0 ? err : EIO);
+	return -1;
 }
 
 /*
  * `a` finished (its FIN is in) or `b` drained: when all of a's bytes have
- * reached b, pass the FIN on. When both ways are done the session ends
- * (close(2) sends the FINs not sent yet). Returns -1 when it ended.
+ * reached b, pass the FIN on. Returns 1 when both ways are done (close(2)
+ * then sends the FINs not sent yet).
  */
 static int
 relay_pass_fin(struct session *s, struct session_side *a,
     struct session_side *b)
 {
 	if (a->eof && !b->shut && b->out == NULL && b->piped == 0) {
-		if (b->eof && a->out == NULL && a->piped == 0) {
-			session_end(s, SESSION_END_FINISHED, 0);
-			return -1;
-		}
+		if (b->eof && a->out == NULL && a->piped == 0)
+			return 1;
 		(void)shutdown(b->fd, SHUT_WR);
 		b->shut = true;
-		if (b == &s->client) {
-			/* The server is gone: the client has nothing left to
-			 * say, only a short while to hang up in. */
-			relay_set_timeout(b, SESSION_LINGER_MS);
-		}
 	}
-	if (s->client.shut && s->server.shut) {
-		session_end(s, SESSION_END_FINISHED, 0);
-		return -1;
-	}
-	return 0;
+	return s->client.shut && s->server.shut ? 1 : 0;
 }
 
 /* `a` sent its FIN. */
@@ -437,12 +340,10 @@ static int
 relay_eof(struct session *s, struct session_side *a, struct session_side *b)
 {
 	a->eof = true;
-	session_side_gone(s, a, 0);
 	if (a == &s->client && s->server.eof && s->client.shut) {
 		/* Everything the server said was delivered and it hung up:
 		 * the client's FIN ends it. */
-		session_end(s, SESSION_END_FINISHED, 0);
-		return -1;
+		return 1;
 	}
 	return relay_pass_fin(s, a, b);
 }
@@ -496,7 +397,7 @@ relay_splice_in(struct session_side *a, struct session_side *b, size_t len)
  * bulk (or the pipe still holds bytes), else straight through the scratch
  * buffer when b has nothing queued, else onto b's queue (no copy). With
  * `closed` (the poller saw a's FIN) a short read is the last one. Returns
- * -1 when the session ended.
+ * as relay_pump() does.
  */
 static int
 relay_read(struct session *s, struct session_side *a, struct session_side *b,
@@ -504,7 +405,7 @@ relay_read(struct session *s, struct session_side *a, struct session_side *b,
 {
 	struct evbuffer_iovec v[2];
 	struct iovec iov[2];
-	size_t want = SESSION_READ_MAX, left;
+	size_t want = SESSION_READ_MAX, left, queued;
 	ssize_t n;
 	int nv;
 
@@ -518,10 +419,8 @@ relay_read(struct session *s, struct session_side *a, struct session_side *b,
 			*counter += (size_t)n;
 			b->piped += (size_t)n;
 			relay_show(s, a, NULL, (size_t)n);	/* unseen */
-			if (relay_flush(b) == -1) {
-				relay_failed(s, b, errno);
-				return -1;
-			}
+			if (relay_flush(b) == -1)
+				return relay_fail(b, errno);
 		}
 		/* The pipe's room is not known in bytes: read no more until
 		 * b has taken all of it, or a full pipe would spin. */
@@ -531,30 +430,37 @@ relay_read(struct session *s, struct session_side *a, struct session_side *b,
 			pipepool_put(b);
 		closed = false;	/* a short splice may be a full pipe */
 	} else if (b->out == NULL && b->piped == 0) {
+		want = RELAY_MAX_OUT;	/* what b does not take is queued */
 		n = relay_recv(a->fd, session_scratch, want);
 		if (n > 0) {
 			*counter += (size_t)n;
 			relay_seen(s, a, session_scratch, (size_t)n);
-			if (relay_put(b, session_scratch, (size_t)n) == -1) {
-				relay_failed(s, b, errno);
-				return -1;
-			}
+			if (relay_put(b, session_scratch, (size_t)n) == -1)
+				return relay_fail(b, errno);
 		}
 	} else {
-		if (b->out == NULL && (b->out = evbuffer_new()) == NULL) {
-			relay_failed(s, b, ENOMEM);
-			return -1;
+		if (b->out == NULL && (b->out = evbuffer_new()) == NULL)
+			return relay_fail(b, ENOMEM);
+		queued = evbuffer_get_length(b->out);
+		if (queued >= RELAY_MAX_OUT) {
+			a->paused = true;	/* cannot happen: paused before */
+			return 0;
 		}
+		want = RELAY_MAX_OUT - queued;
+		if (want > RELAY_CHAIN)
+			want = RELAY_CHAIN;
 		nv = evbuffer_reserve_space(b->out, (ev_ssize_t)want, v, 2);
-		if (nv <= 0) {
-			relay_failed(s, b, ENOMEM);
-			return -1;
-		}
-		want = 0;
+		if (nv <= 0)
+			return relay_fail(b, ENOMEM);
+		/* The reservation may offer more than asked: take no more
+		 * than the cap leaves. */
+		left = want;
 		for (int i = 0; i < nv; i++) {
+			if (v[i].iov_len > left)
+				v[i].iov_len = left;
+			left -= v[i].iov_len;
 			iov[i].iov_base = v[i].iov_base;
 			iov[i].iov_len = v[i].iov_len;
-			want += v[i].iov_len;
 		}
 		do
 			n = readv(a->fd, iov, nv);
@@ -581,14 +487,21 @@ relay_read(struct session *s, struct session_side *a, struct session_side *b,
 	if (n == -1) {
 		if (relay_again())
 			return 0;
-		relay_failed(s, a, errno);
-		return -1;
+		return relay_fail(a, errno);
 	}
 	if (n > 0)
 		a->active_us = relay_now_us();
 	a->bulk = (size_t)n >= RELAY_SPLICE_MIN;
-	if (b->out != NULL && evbuffer_get_length(b->out) >= RELAY_MAX_OUT)
+	if (b->out != NULL && evbuffer_get_length(b->out) >= RELAY_MAX_OUT) {
 		a->paused = true;	/* backpressure: until b drains half */
+		/* A client that does not read its replies gets no more
+		 * commands read either: each would only add a reply, and
+		 * the server's side would fill instead (a pipelining client
+		 * reads as it writes, RFC 2920). A message body still flows. */
+		if (b == &s->client && !dialog_in_message(&s->dialog) &&
+		    !dialog_opaque(&s->dialog))
+			b->stalled = true;
+	}
 	if (n == 0 || (closed && (size_t)n < want))
 		return relay_eof(s, a, b);
 	return 0;
@@ -598,34 +511,20 @@ relay_read(struct session *s, struct session_side *a, struct session_side *b,
 static int
 relay_write(struct session *s, struct session_side *b, struct session_side *a)
 {
-	if (relay_flush(b) == -1) {
-		relay_failed(s, b, errno);
-		return -1;
-	}
-	if (a->paused && b->piped == 0 && (b->out == NULL ||
+	if (relay_flush(b) == -1)
+		return relay_fail(b, errno);
+	if (b->piped == 0 && (b->out == NULL ||
 	    evbuffer_get_length(b->out) <= RELAY_MAX_OUT / 2))
-		a->paused = false;
+		a->paused = b->stalled = false;
 	return relay_pass_fin(s, a, b);
 }
 
-/*
- * The gate is passed (or there is none): the greeting (what the gate
- * queued toward the client, then `p`) goes out, then the early client bytes
- * after the PROXY header. Returns -1 when the session ended.
- */
 int
 relay_begin(struct session *s, const char *p, size_t n)
 {
 	struct session_side *c = &s->client, *sv = &s->server;
 	size_t len;
 
-	s->state = SESSION_RELAY;
-	shm_server_count_session(session_server_slot(s));
-	/* Implicit TLS has no gate: the client speaks first. */
-	if (s->listener->cfg->mode == CFG_MODE_SMTP)
-		metrics_count_first_line(session_server_slot(s),
-		    net_now_us() - s->t_connect);
-	relay_set_timeout(sv, s->pool->cfg->server_timeout_ms);
 	/* What the gate queued (at most a first line, the client's early
 	 * bytes at most 4 KiB) is shown to the dialog in one piece. */
 	if (c->out != NULL) {
@@ -633,117 +532,44 @@ relay_begin(struct session *s, const char *p, size_t n)
 		s->bytes_out += len;
 		relay_show(s, c->peer, evbuffer_pullup(c->out, -1), len);
 		if (relay_flush(c) == -1)
-			goto client_failed;
+			return relay_fail(c, errno);
 	}
 	s->bytes_out += n;
 	dialog_server(&s->dialog, p, n);
 	if (relay_put(c, p, n) == -1)
-		goto client_failed;
-	if (s->hold != NULL) {
-		len = evbuffer_get_length(s->hold);
+		return relay_fail(c, errno);
+	if (s->pre->hold != NULL) {
+		len = evbuffer_get_length(s->pre->hold);
 		s->bytes_in += len;
-		relay_show(s, &s->client, evbuffer_pullup(s->hold, -1), len);
+		relay_show(s, &s->client, evbuffer_pullup(s->pre->hold, -1), len);
 		if (sv->out == NULL) {
-			sv->out = s->hold;
-		} else if (evbuffer_add_buffer(sv->out, s->hold) == -1) {
-			evbuffer_free(s->hold);
-			s->hold = NULL;
-			relay_failed(s, sv, ENOMEM);
-			return -1;
+			sv->out = s->pre->hold;
+		} else if (evbuffer_add_buffer(sv->out, s->pre->hold) == -1) {
+			evbuffer_free(s->pre->hold);
+			s->pre->hold = NULL;
+			return relay_fail(sv, ENOMEM);
 		} else {
-			evbuffer_free(s->hold);
+			evbuffer_free(s->pre->hold);
 		}
-		s->hold = NULL;
-		if (relay_flush(sv) == -1) {
-			relay_failed(s, sv, errno);
-			return -1;
-		}
+		s->pre->hold = NULL;
+		if (relay_flush(sv) == -1)
+			return relay_fail(sv, errno);
 	}
-	relay_update(s);
 	return 0;
-client_failed:
-	relay_failed(s, c, errno);
-	return -1;
 }
 
-void
-relay_on_client(struct session *s, short what)
+int
+relay_pump(struct session *s, struct session_side *d, short what)
 {
-	struct session_side *c = &s->client;
+	struct session_side *peer = d->peer;
+	uint64_t *counter = d == &s->client ? &s->bytes_in : &s->bytes_out;
+	int rc;
 
-	if (what & EV_TIMEOUT) {
-		if (relay_expired(c))
-			relay_timed_out(s, c);
-		return;
-	}
-	if ((what & EV_WRITE) && relay_write(s, c, &s->server) == -1)
-		return;
-	if ((what & (EV_READ | EV_CLOSED)) && !c->eof && !c->paused &&
-	    relay_read(s, c, &s->server, &s->bytes_in,
-	    (what & EV_CLOSED) != 0) == -1)
-		return;
-	relay_update(s);
-}
-
-void
-relay_on_server(struct session *s, short what)
-{
-	struct session_side *sv = &s->server;
-
-	if (what & EV_TIMEOUT) {
-		if (relay_expired(sv))
-			relay_timed_out(s, sv);
-		return;
-	}
-	if ((what & EV_WRITE) && relay_write(s, sv, &s->client) == -1)
-		return;
-	if ((what & (EV_READ | EV_CLOSED)) && !sv->eof && !sv->paused &&
-	    relay_read(s, sv, &s->client, &s->bytes_out,
-	    (what & EV_CLOSED) != 0) == -1)
-		return;
-	relay_update(s);
-}
-
-/* ------------------------------------------------------------ dispatch */
-
-static void
-relay_cb_client(evutil_socket_t fd, short what, void *arg)
-{
-	struct session *s = arg;
-
-	switch (s->state) {
-	case SESSION_HEADER:
-		upstream_on_client(s, what);
-		return;
-	case SESSION_CONNECTING:
-	case SESSION_GATE:
-		gate_on_client(s, what);
-		return;
-	case SESSION_RELAY:
-		relay_on_client(s, what);
-		return;
-	case SESSION_CLOSING:
-		session_on_closing(s, what);
-		return;
-	}
-}
-
-static void
-relay_cb_server(evutil_socket_t fd, short what, void *arg)
-{
-	struct session *s = arg;
-
-	switch (s->state) {
-	case SESSION_HEADER:
-		return;		/* no server yet */
-	case SESSION_CONNECTING:
-	case SESSION_GATE:
-		gate_on_server(s, what);
-		return;
-	case SESSION_RELAY:
-		relay_on_server(s, what);
-		return;
-	case SESSION_CLOSING:
-		return;		/* no server any more */
-	}
+	if ((what & EV_WRITE) && (rc = relay_write(s, d, peer)) != 0)
+		return rc;
+	if ((what & (EV_READ | EV_CLOSED)) && !d->eof && !d->paused &&
+	    !d->stalled)
+		return relay_read(s, d, peer, counter,
+		    (what & EV_CLOSED) != 0);
+	return 0;
 }

@@ -47,6 +47,13 @@ struct session_env {
 	struct session_rejects rejects;
 };
 
+/*
+ * Cap the kernel send buffer of the client sockets a listening socket
+ * accepts (they inherit it: no call per session). Only replies flow toward
+ * a client, so a client that pipelines and never reads pins at most this
+ * much kernel memory (SPEC.md "Bounds"). Idempotent.
+ */
+void session_listener_setup(int fd);
 /* Take ownership of an accepted socket. */
 void session_start(struct session_env *env, const struct rt_listener *l,
     const struct rt_bind *b, int fd, const struct sockaddr *peer,

@@ -5,7 +5,8 @@
  * trusted_proxies may send one; the header is read within proxy_timeout
  * into a buffer that exists only meanwhile, decoded by smtp/proxy.c, and
  * nothing is connected or said before it is. Its client becomes the
- * session's client; bytes after it are the client's first bytes.
+ * session's client; bytes after it are the client's first bytes. What
+ * became of the header is returned; session.c decides what follows.
  */
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -15,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/shm.h"
 #include "core/worker/session_int.h"
 #include "smtp/proxy.h"
 
@@ -75,64 +75,55 @@ upstream_dump(struct session *s, const uint8_t *p, size_t n)
 	if (n == 0)
 		return;
 	proxy_escape(out, sizeof(out), p, n, UPSTREAM_DUMP_MAX);
-	free(s->dump);
-	s->dump = strdup(out);	/* NULL: the line goes without it */
+	free(s->pre->dump);
+	s->pre->dump = strdup(out);	/* NULL: the line goes without it */
 }
 
-/* A bad header: the class first in last_error, then why, then the dump;
- * closed without a word. */
-static void
+/* A bad header: the class first in last_error, then why, then the dump. */
+static enum upstream_status
 upstream_reject(struct session *s, const char *class, const char *why,
     const char *more)
 {
 	session_add_error(s, "%s: %s%s", class, why, more);
-	upstream_dump(s, s->hdr, s->hdr_len);
-	session_end(s, SESSION_END_BAD_PROXY, 0);
+	upstream_dump(s, s->pre->hdr, s->pre->hdr_len);
+	return UPSTREAM_BAD;
 }
 
-/* The header is in: its client is the session's, then admission and the
- * gate as for any connection. */
-static void
+/* The header is in: its client is the session's. */
+static enum upstream_status
 upstream_accepted(struct session *s, const struct proxy_info *info)
 {
-	struct session_side *c = &s->client;
-	size_t extra = s->hdr_len - info->header_len;
+	size_t extra = s->pre->hdr_len - info->header_len;
 
 	s->proxy_in = (unsigned char)info->version;
 	if (info->usable) {
 		/* AF_INET or AF_INET6 (mapped ones arrive unmapped): both fit
 		 * the session's address union. */
 		memcpy(&s->peer, &info->src, sizeof(s->peer));
-		memcpy(&s->local, &info->dst, sizeof(s->local));
+		memcpy(&s->pre->local, &info->dst, sizeof(s->pre->local));
 	} else {
 		/* LOCAL, UNKNOWN, UDP, AF_UNIX: the upstream connection's real
 		 * endpoints stay; nothing is invented. */
-		s->proxy_local = true;
+		s->pre->proxy_local = true;
 	}
 	if (extra > 0) {
 		/* The client's first bytes, read with the header: the gate
 		 * holds them like any early bytes. */
-		if ((s->hold = evbuffer_new()) == NULL ||
-		    evbuffer_add(s->hold, s->hdr + info->header_len,
+		if ((s->pre->hold = evbuffer_new()) == NULL ||
+		    evbuffer_add(s->pre->hold, s->pre->hdr + info->header_len,
 		    extra) == -1) {
 			session_add_error(s, "out of memory");
-			session_end(s, SESSION_END_OVERLOAD, 0);
-			return;
+			return UPSTREAM_NOMEM;
 		}
 	}
-	free(s->hdr);
-	s->hdr = NULL;
-	s->hdr_len = 0;
-	relay_set_timeout(c, s->listener->cfg->client_timeout_ms);
-	if (session_admit(s) == -1)
-		return;
-	s->state = SESSION_CONNECTING;
-	gate_try_next(s);
+	free(s->pre->hdr);
+	s->pre->hdr = NULL;
+	s->pre->hdr_len = 0;
+	return UPSTREAM_DONE;
 }
 
-/* Read what the upstream sent so far and decide, or wait for more. */
-static void
-upstream_read(struct session *s)
+enum upstream_status
+upstream_read(struct session *s, int *errp)
 {
 	struct session_side *c = &s->client;
 	struct proxy_info info;
@@ -141,96 +132,72 @@ upstream_read(struct session *s)
 	ssize_t n;
 	int err;
 
-	n = relay_recv(c->fd, s->hdr + s->hdr_len,
-	    PROXY_HEADER_MAX - s->hdr_len);
-	if (n == -1 && relay_again()) {
-		relay_update(s);
-		return;
-	}
+	n = relay_recv(c->fd, s->pre->hdr + s->pre->hdr_len,
+	    PROXY_HEADER_MAX - s->pre->hdr_len);
+	if (n == -1 && relay_again())
+		return UPSTREAM_MORE;
 	if (n <= 0) {
 		err = n == 0 ? 0 : errno;
-		if (s->hdr_len == 0) {
+		if (s->pre->hdr_len == 0) {
 			c->eof = n == 0;
-			session_side_gone(s, c, err);
-			session_end(s, SESSION_END_CLIENT_GONE, err);
-			return;
+			*errp = err;
+			return UPSTREAM_GONE;
 		}
-		r = proxy_decode_final(s->hdr, s->hdr_len, &info);
+		r = proxy_decode_final(s->pre->hdr, s->pre->hdr_len, &info);
 		snprintf(more, sizeof(more), " (%s after %u bytes)",
-		    err == 0 ? "closed" : strerror(err), s->hdr_len);
-		upstream_reject(s, proxy_result_names[r], info.why, more);
-		return;
+		    err == 0 ? "closed" : strerror(err), s->pre->hdr_len);
+		return upstream_reject(s, proxy_result_names[r], info.why,
+		    more);
 	}
-	s->hdr_len += (unsigned short)n;
-	r = proxy_decode(s->hdr, s->hdr_len, &info);
+	s->pre->hdr_len += (unsigned short)n;
+	r = proxy_decode(s->pre->hdr, s->pre->hdr_len, &info);
 	if (r == PROXY_NEED_MORE) {
-		if (s->hdr_len < PROXY_HEADER_MAX) {
-			/* proxy_timeout runs from accept: a header sent a
-			 * byte at a time gets no more time (libevent would
-			 * restart the timeout after each read). */
-			c->retime = true;
-			relay_update(s);
-			return;
-		}
+		if (s->pre->hdr_len < PROXY_HEADER_MAX)
+			return UPSTREAM_MORE;	/* the deadline stays */
 		/* The decoder answers every full buffer; be safe anyway. */
 		r = PROXY_ERR_TOO_LONG;
 		info.why = "no header within 536 bytes";
 	}
-	if (r != PROXY_OK) {
-		upstream_reject(s, proxy_result_names[r], info.why, "");
-		return;
-	}
-	upstream_accepted(s, &info);
+	if (r != PROXY_OK)
+		return upstream_reject(s, proxy_result_names[r], info.why, "");
+	return upstream_accepted(s, &info);
 }
 
 void
-upstream_start(struct session *s)
+upstream_peek(struct session *s)
 {
-	const struct cfg_listener *lc = s->listener->cfg;
-	struct session_side *c = &s->client;
 	uint8_t peek[UPSTREAM_DUMP_MAX];
 	ssize_t n;
 
-	if (!upstream_trusted(lc, &s->peer.sa)) {
-		/* Not a word to it, not even a 421: a PROXY sender expects
-		 * none before its header, and this one is not ours. What it
-		 * sent already is shown, never waited for. */
-		n = recv(c->fd, peek, sizeof(peek), MSG_DONTWAIT);
-		if (n > 0)
-			upstream_dump(s, peek, (size_t)n);
-		session_end(s, SESSION_END_UNTRUSTED, 0);
-		return;
-	}
-	/* Counted from now, so connections waiting for their header show
-	 * and count; the limits are decided once the client is known. */
-	admission_hold_listener(s->listener, &s->admit);
-	s->hdr = malloc(PROXY_HEADER_MAX);
-	if (s->hdr == NULL) {
+	/* Not a word to it, not even a 421: a PROXY sender expects none
+	 * before its header, and this one is not ours. What it sent
+	 * already is shown, never waited for. */
+	n = recv(s->client.fd, peek, sizeof(peek), MSG_DONTWAIT);
+	if (n > 0)
+		upstream_dump(s, peek, (size_t)n);
+}
+
+int
+upstream_begin(struct session *s)
+{
+	s->pre->hdr = malloc(PROXY_HEADER_MAX);
+	if (s->pre->hdr == NULL) {
 		session_add_error(s, "out of memory");
-		session_end(s, SESSION_END_OVERLOAD, 0);
-		return;
+		return -1;
 	}
-	s->state = SESSION_HEADER;
-	relay_set_timeout(c, lc->proxy_timeout_ms);
-	/* A balancer writes its header right after connecting: it is
-	 * usually here already, so read before waiting. */
-	upstream_read(s);
+	return 0;
 }
 
 void
-upstream_on_client(struct session *s, short what)
+upstream_timeout(struct session *s)
 {
 	struct proxy_info info;
 	enum proxy_result r;
 	char more[64];
 
-	if (what & EV_TIMEOUT) {
-		r = proxy_decode_final(s->hdr, s->hdr_len, &info);
-		snprintf(more, sizeof(more), " (%u bytes in %u ms)",
-		    s->hdr_len, s->listener->cfg->proxy_timeout_ms);
-		upstream_reject(s, "timeout", r == PROXY_ERR_TRUNCATED ?
-		    info.why : proxy_result_names[r], more);
-		return;
-	}
-	upstream_read(s);
+	r = proxy_decode_final(s->pre->hdr, s->pre->hdr_len, &info);
+	snprintf(more, sizeof(more), " (%u bytes in %u ms)", s->pre->hdr_len,
+	    s->listener->cfg->proxy_timeout_ms);
+	(void)upstream_reject(s, "timeout", r == PROXY_ERR_TRUNCATED ?
+	    info.why : proxy_result_names[r], more);
 }

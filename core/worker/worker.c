@@ -561,6 +561,7 @@ worker_main(const struct runtime *rt, unsigned slot, int parent_fd,
 			wl->w = &w;
 			wl->listener = l;
 			wl->bind = &l->binds[j];
+			session_listener_setup(wl->bind->fd);
 		}
 	}
 	w.cap = fdplan_worker_sessions(fdplan_limit(false), w.nlistens);

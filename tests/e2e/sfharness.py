@@ -355,8 +355,17 @@ class Smtpfront:
     """smtpfront -c <temp>/smtpfront.yaml in the foreground, its own process
     group; stderr and stdout lines collected."""
 
+    # smtpfront never blocks on its log (SPEC.md: lines that cannot be
+    # written are dropped and counted). Tests that count session lines
+    # read them through a pipe as large as Linux allows (1 MiB by
+    # default), so a burst of a thousand lines while the collector thread
+    # is busy is not dropped; a test of the dropping itself passes
+    # stderr_pipe_bytes=0 (the kernel's 64 KiB).
+    STDERR_PIPE_BYTES = 1 << 20
+
     def __init__(self, config, args=(), binary=None, env=None,
-                 preexec_fn=None, wrapper=(), pass_fds=()):
+                 preexec_fn=None, wrapper=(), pass_fds=(),
+                 stderr_pipe_bytes=None):
         binary = binary or SMTPFRONT_BIN
         if not binary or not os.access(binary, os.X_OK):
             raise HarnessError('smtpfront binary not found (%r); set '
@@ -376,6 +385,14 @@ class Smtpfront:
             stderr=subprocess.PIPE, start_new_session=True, env=env,
             preexec_fn=preexec_fn, pass_fds=tuple(pass_fds))
         self.pid = self.proc.pid
+        want = (self.STDERR_PIPE_BYTES if stderr_pipe_bytes is None
+                else stderr_pipe_bytes)
+        if want:
+            try:
+                import fcntl
+                fcntl.fcntl(self.proc.stderr.fileno(), 1031, want)
+            except OSError:         # F_SETPIPE_SZ: over pipe-max-size
+                pass
         self._err = _LineCollector(self.proc.stderr, 'smtpfront',
                                    self._on_line)
         self._out = _LineCollector(self.proc.stdout, 'smtpfront-out')

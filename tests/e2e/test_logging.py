@@ -150,7 +150,7 @@ class LoggingTest(h.ControlClient, unittest.TestCase):
                                  workers=1, log=log,
                                  health={'check': 'connect',
                                          'interval': '10s'})
-        sf = h.Smtpfront(cfg)
+        sf = h.Smtpfront(cfg, stderr_pipe_bytes=0)
         self.addCleanup(sf.stop_checked, self, TIMEOUT)
         return sf
 

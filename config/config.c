@@ -43,6 +43,9 @@ const char *const cfg_check_names[] = { "smtp", "connect", NULL };
 const char *const cfg_log_level_names[] = {
 	"error", "warning", "info", "debug", NULL,
 };
+const char *const cfg_log_sessions_names[] = {
+	"all", "failed", "none", NULL,
+};
 static const char *const cfg_log_target_names[] = { "stderr", "syslog", NULL };
 
 /* Enum fields are written through an int; keep that honest. */
@@ -157,6 +160,7 @@ static const struct cfg_key cfg_log_keys[] = {
 	K_ENUM(struct config, "target", log.target, cfg_log_target_names),
 	K_FUNC("facility", cfg_parse_facility),
 	K_ENUM(struct config, "level", log.level, cfg_log_level_names),
+	K_ENUM(struct config, "sessions", log.sessions, cfg_log_sessions_names),
 	K_FUNC("syslog_socket", cfg_parse_syslog_socket),
 };
 static const struct cfg_section cfg_log_section =
@@ -1424,6 +1428,7 @@ cfg_build(struct cfg_parser *p, yaml_node_t *root, const char *name)
 	cfg->log.target = CFG_LOG_STDERR;
 	cfg->log.facility = LOG_MAIL;
 	cfg->log.level = CFG_LOG_INFO;
+	cfg->log.sessions = CFG_LOG_SESSIONS_ALL;
 	snprintf(cfg->log.syslog_socket, sizeof cfg->log.syslog_socket,
 	    "/dev/log");
 	snprintf(cfg->control.socket, sizeof cfg->control.socket,

@@ -54,6 +54,13 @@ enum cfg_log_level {		/* ordered: a level logs itself and all below */
 };
 extern const char *const cfg_log_level_names[];
 
+enum cfg_log_sessions {		/* which session lines are logged */
+	CFG_LOG_SESSIONS_ALL,
+	CFG_LOG_SESSIONS_FAILED,	/* every result but ok */
+	CFG_LOG_SESSIONS_NONE,
+};
+extern const char *const cfg_log_sessions_names[];
+
 /* A resolved socket address plus its canonical text "[ip]:port". */
 struct cfg_addr {
 	struct sockaddr_storage ss;
@@ -155,6 +162,7 @@ struct config {
 		enum cfg_log_target target;	/* default stderr */
 		int facility;			/* syslog LOG_MAIL etc., default LOG_MAIL */
 		enum cfg_log_level level;	/* default info */
+		enum cfg_log_sessions sessions;	/* default all */
 		char syslog_socket[108];	/* default /dev/log (sun_path) */
 	} log;
 	struct {

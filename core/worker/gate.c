@@ -104,8 +104,9 @@ gate_attempt_failed(struct session *s, enum metrics_reason reason,
 	if (s->state == SESSION_GATE)
 		s->gate_failures++;
 	session_add_error(s, "%s/%s: %s", session_pool(s)->cfg->name, srv->name, why);
-	log_debug("session: server %s/%s %s: %s", session_pool(s)->cfg->name,
-	    srv->name, srv->address.text, why);
+	log_debug("session: server %s/%s %s: %s sid=%s",
+	    session_pool(s)->cfg->name, srv->name, srv->address.text, why,
+	    session_sid(s));
 	gate_drop_server(s);
 	return GATE_FAILED;
 }
@@ -169,6 +170,53 @@ gate_connected(struct session *s, bool eager)
 	return GATE_READY;
 }
 
+/*
+ * The servers a session could not try, and why: for last_error when no
+ * usable server is left ("mx1 down, mx2 drained"). "" when none.
+ */
+static void
+gate_skipped(const struct session *s, char *buf, size_t cap)
+{
+	const struct cfg_pool *pc = session_pool(s)->cfg;
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < pc->nservers && used + 1 < cap; i++) {
+		unsigned slot = session_pool(s)->server_slot[i];
+		bool tried = s->pre->tried_big != NULL ? s->pre->tried_big[i] :
+		    i < SESSION_TRIED_BITS && ((s->pre->tried >> i) & 1);
+		const char *why = NULL;
+		int n;
+
+		if (tried)
+			continue;
+		switch (shm_admin_get(slot)) {
+		case SHM_ADMIN_DRAIN:
+			why = "drained";
+			break;
+		case SHM_ADMIN_MAINT:
+			why = "disabled";
+			break;
+		default:
+			break;
+		}
+		if (why == NULL && shm_health_state(slot) == SHM_HEALTH_DOWN)
+			why = "down";
+		else if (why == NULL && pc->servers[i].weight == 0)
+			why = "weight 0";
+		else if (why == NULL && pc->servers[i].max_connections > 0 &&
+		    shm_server_active(slot) >= pc->servers[i].max_connections)
+			why = "at max_connections";
+		if (why == NULL)
+			continue;
+		n = snprintf(buf + used, cap - used, "%s%s %s",
+		    used > 0 ? ", " : "", pc->servers[i].name, why);
+		if (n < 0 || (size_t)n >= cap - used)
+			break;
+		used += (size_t)n;
+	}
+}
+
 enum gate_status
 gate_connect(struct session *s)
 {
@@ -180,9 +228,14 @@ gate_connect(struct session *s)
 		return GATE_NONE;
 	idx = gate_pick(s);
 	if (idx < 0) {
-		if (s->attempts == 0)
-			session_add_error(s, "no usable server in pool %s",
-			    pc->name);
+		char skipped[300];
+
+		gate_skipped(s, skipped, sizeof(skipped));
+		if (s->attempts == 0 || skipped[0] != '\0')
+			session_add_error(s, "%s usable server in pool %s%s%s%s",
+			    s->attempts == 0 ? "no" : "no other", pc->name,
+			    skipped[0] != '\0' ? " (" : "", skipped,
+			    skipped[0] != '\0' ? ")" : "");
 		return GATE_NONE;
 	}
 	if (s->pre->tried_big != NULL)
@@ -201,7 +254,8 @@ gate_connect(struct session *s)
 	if (fd == -1) {
 		err = errno;
 		session_add_error(s, "socket: %s", strerror(err));
-		log_warnx("session: socket: %s", strerror(err));
+		log_warnx("session: socket: %s sid=%s", strerror(err),
+		    session_sid(s));
 		gate_drop_server(s);
 		/* Short of descriptors is overload, not a missing backend. */
 		return err == EMFILE || err == ENFILE || err == ENOBUFS ||

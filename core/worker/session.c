@@ -16,6 +16,7 @@
 #include <netinet/tcp.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,22 @@
 
 TAILQ_HEAD(session_list, session);
 static struct session_list sessions = TAILQ_HEAD_INITIALIZER(sessions);
+
+/* Sessions this worker started: each one's number in its sid. */
+static uint32_t session_count;
+static pid_t session_pid;
+
+const char *
+session_sid(const struct session *s)
+{
+	static char buf[32];
+
+	if (session_pid == 0)
+		session_pid = getpid();
+	snprintf(buf, sizeof(buf), "%lx.%" PRIx32, (unsigned long)session_pid,
+	    s->sid);
+	return buf;
+}
 
 /* Every read lands here first; bytes leave it before the handler returns. */
 char session_scratch[SESSION_READ_MAX];
@@ -170,6 +187,16 @@ session_log(struct session *s)
 	    s->bytes_out, duration_us);
 	if (!log_enabled(CFG_LOG_INFO))
 		return;
+	switch (s->env->rt->cfg->log.sessions) {
+	case CFG_LOG_SESSIONS_NONE:
+		return;
+	case CFG_LOG_SESSIONS_FAILED:
+		if (s->result != NULL && strcmp(s->result, "ok") == 0)
+			return;
+		break;
+	default:
+		break;
+	}
 	if (s->result != NULL && (strcmp(s->result, "bad-proxy-header") == 0 ||
 	    strcmp(s->result, "untrusted-proxy") == 0) &&
 	    !session_reject_loggable(s->env))
@@ -193,7 +220,7 @@ session_log(struct session *s)
 	/* The dump is escaped already (proxy_escape: \\, \" and \xNN). */
 	log_info("session client=%s listener=%s server=%s backend=%s proxy=%s"
 	    "%s%s attempts=%u connect_ms=%.1f duration_ms=%.0f bytes_in=%llu "
-	    "bytes_out=%llu result=%s%s%s%s%s%s", client,
+	    "bytes_out=%llu result=%s sid=%s%s%s%s%s%s", client,
 	    s->listener->cfg->name, server, backend,
 	    cfg_proxy_names[session_pool(s)->cfg->proxy],
 	    s->proxy_in != 0 ? " proxy_in=" : "",
@@ -201,7 +228,8 @@ session_log(struct session *s)
 	    s->attempts, (double)s->connect_ms,
 	    (double)duration_us / 1000.0,
 	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
-	    s->result, s->last_error != NULL ? " last_error=\"" : "",
+	    s->result, session_sid(s),
+	    s->last_error != NULL ? " last_error=\"" : "",
 	    s->last_error != NULL ? s->last_error : "",
 	    s->last_error != NULL && dump != NULL ? "; first bytes: " : "",
 	    s->last_error != NULL && dump != NULL ? dump : "",
@@ -405,7 +433,7 @@ session_arm_side(struct session *s, struct session_side *d,
 	tv = session_time_left(s, d);
 	if (event_add(&d->ev, d->timeout_ms > 0 || deadline ? &tv : NULL) ==
 	    -1) {
-		log_warnx("session: cannot add event");
+		log_warnx("session: cannot add event sid=%s", session_sid(s));
 		return;
 	}
 	d->armed = want;
@@ -530,6 +558,8 @@ session_finalize(struct session *s, enum verdict_cause cause, int err)
 	gate_drop_server(s);
 	if (!keep_server)
 		s->server_idx = -1;	/* "server=-": none was reached */
+	/* Our own reply counts as bytes the client got. */
+	s->bytes_out += (uint64_t)n;
 	session_log(s);
 	session_uncount(s);
 	session_pre_free(s);
@@ -949,6 +979,7 @@ session_start(struct session_env *env, const struct rt_listener *l,
 		session_refuse(env, l, fd, peer, peerlen, "out of memory");
 		return;
 	}
+	s->sid = ++session_count;
 	s->env = env;
 	s->listener = l;
 	s->server_idx = -1;
@@ -993,6 +1024,7 @@ session_refuse(struct session_env *env, const struct rt_listener *l,
 	int n;
 
 	memset(&s, 0, sizeof(s));
+	s.sid = ++session_count;
 	s.env = env;
 	s.listener = l;
 	s.server_idx = -1;
@@ -1005,7 +1037,8 @@ session_refuse(struct session_env *env, const struct rt_listener *l,
 		n = snprintf(line, sizeof(line), "421 4.7.0 %s Too many "
 		    "connections, try again later\r\n",
 		    env->rt->cfg->hostname);
-		(void)!send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) > 0)
+			s.bytes_out = (uint64_t)n;
 	}
 	(void)shutdown(fd, SHUT_WR);
 	/* Unread bytes would turn the close into a reset. */

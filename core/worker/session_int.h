@@ -126,6 +126,7 @@ struct session {
 	unsigned short gate_failures;	/* attempts connected but not greeted */
 	unsigned short linger_read;	/* CLOSING: client bytes drained */
 	short first_err;		/* who left first did with this error */
+	uint32_t sid;			/* this worker's session number */
 	struct admit_hold admit;	/* its counts against the limits */
 	/* Bit fields: every idle session carries them. */
 	uint16_t state : 3;		/* enum session_state */
@@ -164,6 +165,9 @@ void session_add_error(struct session *s, const char *fmt, ...)
  * carries it (session_deadline_side) has its timer set from it.
  */
 void session_deadline(struct session *s, int64_t from_us, unsigned ms);
+/* The session's id in log lines ("sid="): the worker's pid and the
+ * session's number in it, in hex; valid until the next call. */
+const char *session_sid(const struct session *s);
 struct session_side *session_deadline_side(const struct session *s);
 unsigned session_server_slot(const struct session *s);
 

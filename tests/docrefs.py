@@ -10,8 +10,9 @@ directories `build*`, hidden directories and bench/results/, which bench/run
 writes, left out) and the manual pages doc/*.[1-8].
 
 What counts as a repository path, and is checked:
-- a markdown link `[text](target)` whose target is not a URL (`scheme:`) or
-  an anchor (`#...`): relative to the document's directory, anchor dropped;
+- a markdown link `[text](target)` whose target is not a URL (`scheme:`):
+  relative to the document's directory; its `#anchor`, also alone, must be a
+  heading of the markdown file it points to (GitHub's anchors);
 - any name ending in `.md` (bare, relative or absolute): a markdown file is
   always one of ours, so `SPEC.md` or `/somewhere/SPEC.md` must be in the
   tree (next to the document or from the root);
@@ -100,6 +101,25 @@ class Checker:
                 return True
         return False
 
+    def anchors(self, doc, text=None):
+        """GitHub's anchors for the headings of a markdown document."""
+        if text is None:
+            try:
+                with open(os.path.join(self.root, doc), encoding='utf-8') as f:
+                    text = f.read()
+            except OSError:
+                return set()
+        text = re.sub(r'```.*?```', '', text, flags=re.S)
+        slugs = set()
+        for h in re.findall(r'^#+\s+(.*?)\s*$', text, re.M):
+            slug = re.sub(r'[^\w\- ]', '', h.lower()).replace(' ', '-')
+            n, s = 0, slug
+            while s in slugs:
+                n += 1
+                s = '%s-%d' % (slug, n)
+            slugs.add(s)
+        return slugs
+
     def candidate(self, docdir, word, backticked):
         """The path to check in word, or None when it is no repository path."""
         word = word.lstrip('([{"\'').rstrip('.,;:!?)]}"\'')
@@ -161,11 +181,18 @@ class Checker:
                             want(lineno, p, '.Pa')
             for m in re.finditer(r'\[[^\]]*\]\(([^)\s]+)\)', line):
                 target = m.group(1)
-                if re.match(r'^[a-zA-Z][\w+.-]*:', target) or target.startswith('#'):
+                if re.match(r'^[a-zA-Z][\w+.-]*:', target):
                     continue
-                target = target.split('#', 1)[0]
-                seen.add(target)
-                want(lineno, target, 'link')
+                target, _, anchor = target.partition('#')
+                if target:
+                    seen.add(target)
+                    want(lineno, target, 'link')
+                if anchor and (target or name).endswith('.md'):
+                    self.checked += 1
+                    doc = os.path.normpath(os.path.join(docdir, target)) if target else name
+                    if anchor not in self.anchors(doc, text if not target else None):
+                        problems.append((lineno, 'link to %s#%s: no such heading'
+                                         % (doc, anchor)))
             spans = set()
             for m in re.finditer(r'`([^`]+)`', line):
                 for w in m.group(1).split():
@@ -195,8 +222,10 @@ def self_test(root):
         'Kept in /work/shared/STYLE.md.': '/work/shared/STYLE.md',
         "This departs from STYLE.md's rule.": 'STYLE.md',
         'As `no_such_test.py` shows.': 'no_such_test.py',
+        'See [Tests](#no-such-heading).': '#no-such-heading',
     }
-    good = ['Run `./scripts/demo.sh`; see [bench](bench/README.md).',
+    good = ['# A heading, here\nRun `./scripts/demo.sh`; see [bench](bench/README.md),'
+            ' [above](#a-heading-here), [tests](README.md#tests).',
             'Installed as /etc/smtpfront/smtpfront.yaml; `build/cmd/smtpfront`;'
             ' `pool/mx1`, `10.0.0.0/24`, `tests/test_<module>.c`, `config/*.c`,'
             ' `layering.py`.']

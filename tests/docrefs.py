@@ -5,9 +5,10 @@ does not have (issue 20: "no document points outside it").
 
 usage: tests/docrefs.py [SOURCE_ROOT]   (default: the directory above tests/)
 
-Documents: README.md, every other *.md and README* file in the tree (build
-directories `build*`, hidden directories and bench/results/, which bench/run
-writes, left out) and the manual pages doc/*.[1-8].
+Documents: README.md, every other *.md and README* file in the tree, and
+the manual pages doc/*.[1-8]. Left out: build directories (`build*`, or any
+with a meson-private/ as the package builds make them), hidden directories
+and bench/results/ (what bench/run writes).
 
 What counts as a repository path, and is checked:
 - a markdown link `[text](target)` whose target is not a URL (`scheme:`):
@@ -29,16 +30,20 @@ A path is checked relative to the document's directory, then to the root.
 `<placeholder>` parts and `*` match any name; a glob must match something.
 
 Not repository paths, never checked: absolute paths other than `.md`
-(installed files: /etc/..., /usr/..., /var/..., /run/..., /dev/log), paths
-under a build directory (build/, build-asan/, build-pkg/, ...: build
-outputs; bench/results/ is what bench/run writes), URLs, other bare file names (`main.cf`, `deny.state`,
-`smtpfront.rules.yml` name the operator's or an installed file), and words
-whose first part is no directory of ours (`pool/mx1`, `10.0.0.0/24`,
-`POOL/SERVER`, `DIR/t`). Comments in source files are not documents.
+(installed files: /etc/..., /usr/..., /var/..., /run/..., /dev/log); paths
+under a build directory (build/, build-asan/, build-pkg/, ...) and under
+bench/results/ (outputs); URLs; other bare file names (`main.cf`,
+`deny.state`, `smtpfront.rules.yml` name the operator's or an installed
+file); words whose first part is no directory of ours (`pool/mx1`,
+`10.0.0.0/24`, `POOL/SERVER`, `DIR/t`). Comments in source files are not
+documents.
 
 Before it scans, the checker runs itself on built-in samples (a missing
-`SPEC.md`, a broken link, a missing `scripts/` file and a good path each),
-so that a broken pattern fails here instead of passing everything."""
+`SPEC.md`, `STYLE.md's`, a broken link, a missing heading, a missing
+`scripts/` file and source file, and good paths that must pass), so that a
+broken pattern fails here instead of passing everything.
+
+Set DOCREFS_LIST=1 to print every reference it checked."""
 
 import glob
 import os
@@ -62,6 +67,7 @@ def documents(root):
         rel = os.path.relpath(d, root)
         dirs[:] = sorted(x for x in dirs
                          if not x.startswith('.') and not is_build_dir(x)
+                         and not os.path.isdir(os.path.join(d, x, 'meson-private'))
                          and os.path.normpath(os.path.join(rel, x)) not in SKIP_DIRS)
         for f in sorted(files):
             p = os.path.normpath(os.path.join(rel, f))

@@ -539,7 +539,8 @@ main(int argc, char **argv)
 			    "the binary must not hold white space\n");
 			return 1;
 		} else
-			snprintf(request, sizeof(request), "upgrade %s\n",
+			/* Bounded above (3000 < the request's size). */
+			snprintf(request, sizeof(request), "upgrade %.3000s\n",
 			    abs);
 	} else if (strcmp(cmd, "metrics") == 0) {
 		if (nargs != 0)

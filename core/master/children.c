@@ -371,6 +371,30 @@ master_log_exit(const struct child *c, pid_t pid, int status,
 		    c->generation, WEXITSTATUS(status), what);
 }
 
+/* A child died unexpectedly: say how, count it, and respawn it, at once
+ * or, after RESPAWN_QUICK_MAX quick deaths in a row, after a delay. */
+static void
+master_respawn_dead(struct master *m, struct child *c, const char *what,
+    pid_t pid, int status, bool health)
+{
+	if (WIFSIGNALED(status))
+		log_warnx("%s %u (pid %ld) killed by signal %d; respawning",
+		    what, c->slot, (long)pid, WTERMSIG(status));
+	else
+		log_warnx("%s %u (pid %ld) exited with status %d; respawning",
+		    what, c->slot, (long)pid, WEXITSTATUS(status));
+	metrics_note_restart(health);
+	if (net_now_us() - c->started_us < RESPAWN_QUICK_US)
+		c->quick_deaths++;
+	else
+		c->quick_deaths = 0;
+	if (c->quick_deaths >= RESPAWN_QUICK_MAX) {
+		c->respawn_pending = true;
+		master_timer_add(m->respawn_timer, RESPAWN_DELAY_MS);
+	} else
+		master_respawn(m, c);
+}
+
 /* The health process exited. */
 static void
 master_reap_health(struct master *m, struct child *c, pid_t pid, int status)
@@ -405,22 +429,7 @@ master_reap_health(struct master *m, struct child *c, pid_t pid, int status)
 		    "respawning it", what, c->slot, (long)pid);
 		return;
 	}
-	if (WIFSIGNALED(status))
-		log_warnx("%s %u (pid %ld) killed by signal %d; respawning",
-		    what, c->slot, (long)pid, WTERMSIG(status));
-	else
-		log_warnx("%s %u (pid %ld) exited with status %d; respawning",
-		    what, c->slot, (long)pid, WEXITSTATUS(status));
-	metrics_note_restart(true);
-	if (net_now_us() - c->started_us < RESPAWN_QUICK_US)
-		c->quick_deaths++;
-	else
-		c->quick_deaths = 0;
-	if (c->quick_deaths >= RESPAWN_QUICK_MAX) {
-		c->respawn_pending = true;
-		master_timer_add(m->respawn_timer, RESPAWN_DELAY_MS);
-	} else
-		master_respawn(m, c);
+	master_respawn_dead(m, c, what, pid, status, true);
 }
 
 /* A worker exited; c is freed or respawned. */
@@ -469,22 +478,7 @@ master_reap_worker(struct master *m, struct child *c, bool starting,
 		master_worker_free(m, c);
 		return;
 	}
-	if (WIFSIGNALED(status))
-		log_warnx("worker %u (pid %ld) killed by signal %d; respawning",
-		    c->slot, (long)pid, WTERMSIG(status));
-	else
-		log_warnx("worker %u (pid %ld) exited with status %d; "
-		    "respawning", c->slot, (long)pid, WEXITSTATUS(status));
-	metrics_note_restart(false);
-	if (net_now_us() - c->started_us < RESPAWN_QUICK_US)
-		c->quick_deaths++;
-	else
-		c->quick_deaths = 0;
-	if (c->quick_deaths >= RESPAWN_QUICK_MAX) {
-		c->respawn_pending = true;
-		master_timer_add(m->respawn_timer, RESPAWN_DELAY_MS);
-	} else
-		master_respawn(m, c);
+	master_respawn_dead(m, c, "worker", pid, status, false);
 }
 
 /* A child that died of SIGSYS under its filter: say what it called. */

@@ -28,7 +28,10 @@ V2_SIG = b'\r\n\r\n\x00\r\nQUIT\n'
 TRUSTED = ['127.0.0.0/8']
 SPEC_KEYS = ['client', 'listener', 'server', 'backend', 'proxy', 'proxy_in',
              'attempts', 'connect_ms', 'duration_ms', 'bytes_in', 'bytes_out',
-             'result']
+             'result',
+             # the session id (README "Logs"), after SPEC.md's keys so that
+             # a parser of SPEC.md's line reads it unchanged
+             'sid']
 
 
 def v2_header(src, sport, dst, dport):

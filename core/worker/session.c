@@ -220,7 +220,7 @@ session_log(struct session *s)
 	/* The dump is escaped already (proxy_escape: \\, \" and \xNN). */
 	log_info("session client=%s listener=%s server=%s backend=%s proxy=%s"
 	    "%s%s attempts=%u connect_ms=%.1f duration_ms=%.0f bytes_in=%llu "
-	    "bytes_out=%llu result=%s sid=%s%s%s%s%s%s", client,
+	    "bytes_out=%llu result=%s%s%s%s%s%s sid=%s", client,
 	    s->listener->cfg->name, server, backend,
 	    cfg_proxy_names[session_pool(s)->cfg->proxy],
 	    s->proxy_in != 0 ? " proxy_in=" : "",
@@ -228,12 +228,11 @@ session_log(struct session *s)
 	    s->attempts, (double)s->connect_ms,
 	    (double)duration_us / 1000.0,
 	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
-	    s->result, session_sid(s),
-	    s->last_error != NULL ? " last_error=\"" : "",
+	    s->result, s->last_error != NULL ? " last_error=\"" : "",
 	    s->last_error != NULL ? s->last_error : "",
 	    s->last_error != NULL && dump != NULL ? "; first bytes: " : "",
 	    s->last_error != NULL && dump != NULL ? dump : "",
-	    s->last_error != NULL ? "\"" : "");
+	    s->last_error != NULL ? "\"" : "", session_sid(s));
 }
 
 /* The session stops counting against its listener and client network. */

@@ -29,8 +29,9 @@ TRUSTED = ['127.0.0.0/8']
 SPEC_KEYS = ['client', 'listener', 'server', 'backend', 'proxy', 'proxy_in',
              'attempts', 'connect_ms', 'duration_ms', 'bytes_in', 'bytes_out',
              'result',
-             # the session id (README "Logs"), after SPEC.md's keys so that
-             # a parser of SPEC.md's line reads it unchanged
+             # the session id (README "Logs"), last on the line (after
+             # last_error=), so that a parser of SPEC.md's line reads it
+             # unchanged
              'sid']
 
 

@@ -119,7 +119,7 @@ class Deb(unittest.TestCase):
 		self.assertEqual(pw.pw_dir, '/nonexistent')
 		self.assertFalse(os.path.exists(pw.pw_dir))
 		# where SPEC.md "Packaging" says
-		for path, mode in (('/usr/sbin/smtpfront', 0o755), ('/usr/sbin/smtpfrontctl', 0o755),
+		for path, mode in (('/usr/sbin/smtpfront', 0o755), ('/usr/bin/smtpfrontctl', 0o755),
 				(CONFIG, 0o644), (UNIT, 0o644),
 				('/usr/share/man/man8/smtpfront.8.gz', 0o644),
 				('/usr/share/man/man8/smtpfrontctl.8.gz', 0o644),
@@ -182,7 +182,7 @@ class Deb(unittest.TestCase):
 		argv = unitfile.exec_start(unit)
 		self.assertEqual(argv, ['/usr/sbin/smtpfront', '-c', CONFIG])
 		reload_argv = [shlex.split(v) for v in unit['Service']['ExecReload']][-1]
-		self.assertEqual(reload_argv, ['/usr/sbin/smtpfrontctl', 'reload'])
+		self.assertEqual(reload_argv, ['/usr/bin/smtpfrontctl', 'reload'])
 		with open(CONFIG) as f:
 			shipped = f.read()
 		port = free_port()
@@ -212,7 +212,7 @@ class Deb(unittest.TestCase):
 					f.write(shipped)
 
 	def _ctl(self, *args):
-		return run(['/usr/sbin/smtpfrontctl'] + list(args), check=False, timeout=60)
+		return run(['/usr/bin/smtpfrontctl'] + list(args), check=False, timeout=60)
 
 	def _status(self):
 		r = self._ctl('status', '--json')

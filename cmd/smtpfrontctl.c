@@ -513,10 +513,18 @@ main(int argc, char **argv)
 		snprintf(request, sizeof(request), "status\n");
 	} else if (strcmp(cmd, "enable") == 0 || strcmp(cmd, "disable") == 0 ||
 	    strcmp(cmd, "drain") == 0) {
+		/* Say what it takes, not the whole usage (issue 20). */
 		if (nargs != 1 || strchr(argv[1], '/') == NULL ||
 		    strpbrk(argv[1], " \t\r\n") != NULL ||
-		    strlen(argv[1]) > 200)
-			goto bad_usage;
+		    strlen(argv[1]) > 200) {
+			fprintf(stderr, "smtpfrontctl: usage: smtpfrontctl "
+			    "%s POOL/SERVER", cmd);
+			if (nargs == 1 && strchr(argv[1], '/') == NULL)
+				fprintf(stderr, " (\"%.200s\" names no pool; "
+				    "see smtpfrontctl status)", argv[1]);
+			fputc('\n', stderr);
+			return 2;
+		}
 		snprintf(request, sizeof(request), "%s %s\n", cmd, argv[1]);
 	} else if (strcmp(cmd, "reload") == 0) {
 		if (nargs != 0)

@@ -1468,12 +1468,22 @@ cfg_syntax_error(struct cfg_parser *p, const yaml_parser_t *parser,
 				column++;
 		}
 	}
+	/* libyaml says "found character that cannot start any token" of
+	 * a tab: name it (issue 20). */
+	const char *hint = "";
+	if (parser->error != YAML_READER_ERROR &&
+	    parser->problem_mark.index < len &&
+	    yaml[parser->problem_mark.index] == '\t' &&
+	    strstr(problem, "tab") == NULL)
+		hint = " (a tab? YAML indents with spaces)";
 	if (parser->context != NULL)
-		cfg_error_at(p, line, column, "YAML syntax error: %s (%s "
-		    "started at line %zu, column %zu)", problem, parser->context,
-		    parser->context_mark.line + 1, parser->context_mark.column + 1);
+		cfg_error_at(p, line, column, "YAML syntax error: %s%s (%s "
+		    "started at line %zu, column %zu)", problem, hint,
+		    parser->context, parser->context_mark.line + 1,
+		    parser->context_mark.column + 1);
 	else
-		cfg_error_at(p, line, column, "YAML syntax error: %s", problem);
+		cfg_error_at(p, line, column, "YAML syntax error: %s%s",
+		    problem, hint);
 }
 
 struct config *

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,33 @@ check_limits(const struct config *cfg, struct cfg_diag *diag)
 	    "the %zu MiB smtpfront can reserve: use fewer workers or servers",
 	    cfg->workers, servers, need >> 20, SHM_RESERVE_MAX >> 20);
 	return -1;
+}
+
+/*
+ * Workers and the health process that would run as root (no user:, or a
+ * user with uid 0): a warning from -t (whoever runs it: the service starts
+ * as root) and at start when started as root (issue 20). NULL when none.
+ */
+static const char *
+root_workers_warning(const struct config *cfg, bool test_only)
+{
+	const struct passwd *pw;
+
+	if (cfg->user[0] == '\0') {
+		if (!test_only && geteuid() != 0)
+			return NULL;
+		return test_only ? "no user: key: the workers and the health "
+		    "process of a smtpfront started as root stay root; set "
+		    "user: to an unprivileged account (e.g. user: smtpfront)" :
+		    "no user: key: the workers and the health process run as "
+		    "root; set user: to an unprivileged account (e.g. user: "
+		    "smtpfront)";
+	}
+	pw = getpwnam(cfg->user);
+	if (pw != NULL && pw->pw_uid == 0)
+		return "user: names a uid 0 account: the workers and the "
+		    "health process run as root; name an unprivileged account";
+	return NULL;
 }
 
 static int
@@ -135,6 +163,9 @@ main(int argc, char **argv)
 		(void)fdplan_check(cfg, fdplan_limit(true), msg, sizeof(msg));
 		if (msg[0] != '\0')
 			fprintf(stderr, "%s: warning: %s\n", path, msg);
+		if (root_workers_warning(cfg, true) != NULL)
+			fprintf(stderr, "%s: warning: %s\n", path,
+			    root_workers_warning(cfg, true));
 		fprintf(stderr, "smtpfront: %s: configuration is valid\n",
 		    path);
 		cfg_free(cfg);
@@ -143,6 +174,8 @@ main(int argc, char **argv)
 
 	log_init("smtpfront", false, cfg->log.facility, cfg->log.level);
 	log_setup(cfg);
+	if (root_workers_warning(cfg, false) != NULL)
+		log_warnx("%s", root_workers_warning(cfg, false));
 	if (pidfile != NULL && write_pidfile(pidfile) == -1)
 		fatal("cannot write pid file %s", pidfile);
 	rc = master_run(cfg);		/* takes cfg */

@@ -88,6 +88,52 @@ class ConfigCliTest(unittest.TestCase):
                       p.stderr)
         self.assertIn('configuration is invalid', p.stderr)
 
+    # issue 20: workers that would stay root are named, by -t and at start
+    ROOT_WARNING = (r'warning: no user: key: the workers and the health '
+                    r'process')
+
+    def test_t_warns_without_user(self):
+        p, path = self.run_t(VALID % 2525)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stderr, r'^%s: %s' % (re.escape(path),
+                                                   self.ROOT_WARNING))
+        self.assertIn('set user: to an unprivileged account', p.stderr)
+
+    def test_t_warns_of_a_uid_0_user(self):
+        p, _ = self.run_t('user: root\n' + VALID % 2525)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn('warning: user: names a uid 0 account', p.stderr)
+
+    def test_t_quiet_with_an_unprivileged_user(self):
+        p, _ = self.run_t('user: nobody\n' + VALID % 2525)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn('run as root', p.stderr)
+        self.assertNotIn('stay root', p.stderr)
+
+    @unittest.skipUnless(os.geteuid() == 0, 'needs root: the start warns '
+                         'only when started as root')
+    def test_start_as_root_warns_without_user(self):
+        with h.Smtpfront(VALID % h.free_port()) as sf:
+            sf.wait_ready()
+            sf.wait_log(self.ROOT_WARNING + r'.* run as root', 10)
+            self.assertEqual(sf.stop(), 0)
+
+    def test_ctl_server_argument_names_pool_server(self):
+        # a bad argument: one line naming POOL/SERVER, not the whole usage
+        for cmd in ('drain', 'enable', 'disable'):
+            p = subprocess.run([h.SMTPFRONTCTL_BIN, '-s', '/nonexistent',
+                                cmd, 'mx2'], capture_output=True, text=True,
+                               timeout=30)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertEqual(p.stderr, 'smtpfrontctl: usage: smtpfrontctl '
+                             '%s POOL/SERVER ("mx2" names no pool; see '
+                             'smtpfrontctl status)\n' % cmd)
+        p = subprocess.run([h.SMTPFRONTCTL_BIN, '-s', '/nonexistent',
+                            'drain'], capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(p.stderr, 'smtpfrontctl: usage: smtpfrontctl drain '
+                         'POOL/SERVER\n')
+
     @unittest.skipUnless(os.geteuid() == 0, 'needs root to switch users')
     def test_children_drop_privileges(self):
         import pwd

@@ -166,6 +166,7 @@ static const struct cfg_key cfg_control_keys[] = {
 	K_STR(struct config, "socket", control.socket),
 	K_FUNC("mode", cfg_parse_control_mode),
 	K_STR(struct config, "group", control.group),
+	K_STR(struct config, "admin_group", control.admin_group),
 };
 static const struct cfg_section cfg_control_section =
     SECTION("control", "in control", cfg_control_keys);
@@ -1364,8 +1365,11 @@ cfg_finish(struct cfg_parser *p, yaml_node_t *root, unsigned seen)
 	cfg_pos_of(p, root, "user", &cfg->user_pos);
 	cfg_pos_of(p, root, "group", &cfg->group_pos);
 	if ((ctl = cfg_map_get(p, root, "control")) != NULL &&
-	    ctl->type == YAML_MAPPING_NODE)
+	    ctl->type == YAML_MAPPING_NODE) {
 		cfg_pos_of(p, ctl, "group", &cfg->control_group_pos);
+		cfg_pos_of(p, ctl, "admin_group",
+		    &cfg->control_admin_group_pos);
+	}
 	if (!cfg_seen(sec, seen, "hostname"))
 		cfg_default_hostname(p);
 	for (size_t i = 0; i < cfg->npools; i++)
@@ -1823,6 +1827,13 @@ cfg_check_accounts(const struct config *cfg, struct cfg_diag *diag)
 	    getgrnam(cfg->control.group) == NULL) {
 		cfg_error_pos(diag, &cfg->control_group_pos, "control.group "
 		    "\"%s\" does not exist", cfg->control.group);
+		rc = -1;
+	}
+	if (cfg->control.admin_group[0] != '\0' &&
+	    getgrnam(cfg->control.admin_group) == NULL) {
+		cfg_error_pos(diag, &cfg->control_admin_group_pos,
+		    "control.admin_group \"%s\" does not exist",
+		    cfg->control.admin_group);
 		rc = -1;
 	}
 	return rc;

@@ -118,6 +118,8 @@ class Deb(unittest.TestCase):
 		self.assertIn(pw.pw_shell, ('/usr/sbin/nologin', '/sbin/nologin', '/bin/false'))
 		self.assertEqual(pw.pw_dir, '/nonexistent')
 		self.assertFalse(os.path.exists(pw.pw_dir))
+		# issue 20: the shipped config's control.admin_group, a system group
+		self.assertLess(grp.getgrnam('smtpfront-admin').gr_gid, 1000)
 		# where SPEC.md "Packaging" says
 		for path, mode in (('/usr/sbin/smtpfront', 0o755), ('/usr/bin/smtpfrontctl', 0o755),
 				(CONFIG, 0o644), (UNIT, 0o644),
@@ -269,10 +271,44 @@ class Deb(unittest.TestCase):
 				self.assertIn('pool postfix (source)', r.stdout)
 				self.assertRegex(r.stdout, r'\nmx1 +\[127\.0\.0\.1\]:%d +up ' % lab.port)
 				print(r.stdout)
+				self._levels()
 			finally:
 				rc = sf.stop(timeout=90)
 			self.assertEqual(rc, 0, '\n'.join(sf.logs()[-40:]))
 			self.assertFalse(os.path.exists(os.path.join(RUNTIME, 'control.sock')))
+
+	def _levels(self):
+		"""issue 20: a member of group smtpfront finds smtpfrontctl on the
+		PATH of a login shell and may read; drain needs smtpfront-admin
+		too. Throwaway users, removed after."""
+		users = pkgharness.throwaway_users(self, {
+			'reader': ['smtpfront'],
+			'admin': ['smtpfront', 'smtpfront-admin']})
+		for user in users.values():
+			r = run(['runuser', '-u', user, '--', 'sh', '-lc',
+				'command -v smtpfrontctl'], check=False, timeout=60)
+			self.assertEqual((r.returncode, r.stdout.strip()),
+				(0, '/usr/bin/smtpfrontctl'), user)
+		as_reader = ['runuser', '-u', users['reader'], '--', 'sh', '-lc']
+		r = run(as_reader + ['smtpfrontctl status'], check=False, timeout=60)
+		self.assertEqual(r.returncode, 0, r.stdout)
+		self.assertIn('pool postfix (source)', r.stdout)
+		r = run(as_reader + ['smtpfrontctl drain postfix/mx1'], check=False,
+			timeout=60)
+		self.assertEqual(r.returncode, 1, r.stdout)
+		self.assertIn('smtpfrontctl: "drain" needs the admin level (group '
+			'smtpfront-admin)', r.stdout)
+		self.assertEqual(self._status()['pools'][0]['servers'][0]['admin'],
+			'ready')
+		as_admin = ['runuser', '-u', users['admin'], '--', 'sh', '-lc']
+		r = run(as_admin + ['smtpfrontctl drain postfix/mx1'], check=False,
+			timeout=60)
+		self.assertEqual((r.returncode, r.stdout), (0, 'ok\n'))
+		self.assertEqual(self._status()['pools'][0]['servers'][0]['admin'],
+			'drain')
+		r = run(as_admin + ['smtpfrontctl enable postfix/mx1'], check=False,
+			timeout=60)
+		self.assertEqual((r.returncode, r.stdout), (0, 'ok\n'))
 
 	# ---- removal -----------------------------------------------------------------
 

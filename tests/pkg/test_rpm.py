@@ -126,6 +126,9 @@ class Rpm(unittest.TestCase):
 		pre = parts['preinstall']
 		self.assertRegex(pre, r'getent group smtpfront >/dev/null \|\| groupadd -r '
 			r'smtpfront')
+		# issue 20: the admin level's group of the shipped config
+		self.assertRegex(pre, r'getent group smtpfront-admin >/dev/null \|\| '
+			r'groupadd -r smtpfront-admin')
 		self.assertRegex(pre, r'getent passwd smtpfront >/dev/null \|\|')
 		self.assertRegex(pre, r'useradd -r -g smtpfront -d / -s /sbin/nologin')
 		# %systemd_post: preset on first install only (the preset disables it

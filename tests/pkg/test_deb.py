@@ -4,7 +4,9 @@ packaging/build-deb.sh, lintian it, install it with apt, check what it put
 where, run smtpfront exactly as the installed unit's ExecStart would in
 front of a real Postfix (postscreen, postscreen_upstream_proxy_protocol =
 haproxy), relay a mail from 127.0.0.55 and find that address in Postfix's
-log, reload by SIGHUP and by the unit's ExecReload, ask for status, stop,
+log, reload by SIGHUP and by the unit's ExecReload, ask for status (and,
+as throwaway members of group smtpfront and smtpfront-admin, find
+smtpfrontctl on their PATH, read, be refused or allowed a drain), stop,
 then apt-get purge and check nothing of the package is left.
 
 Skipped (exit 77) when not root, when dpkg-buildpackage or lintian is

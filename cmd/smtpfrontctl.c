@@ -309,25 +309,35 @@ ctl_print_status(const struct json *st)
 		}
 		printf("\npool %s (%s)\n", json_get_str(p, "name", "?"),
 		    json_get_str(p, "balance", "?"));
-		printf("%-*s %-*s %-7s %-7s %-5s %6s %6s %8s %8s %10s  %s\n",
+		printf("%-*s %-*s %-7s %-7s %-5s %6s %6s %8s %8s %10s %9s "
+		    "%7s %7s  %s\n",
 		    wname, "SERVER", waddr, "ADDRESS", "STATE", "HEALTH",
 		    "ADMIN", "WEIGHT", "ACTIVE", "TOTAL", "FAILURES",
-		    "CHECKED", "REASON");
+		    "CHECKED", "CHANGED", "DOWN", "CHKFAIL", "REASON");
 		for (size_t j = 0; j < servers->nitems; j++) {
 			const struct json *s = servers->items[j];
 			const struct json *last = json_get(s, "last_check_s");
-			char checked[32], state[16];
+			const struct json *chg = json_get(s, "last_change_s");
+			char checked[32], state[16], changed[40], down[32];
 
 			if (last != NULL && last->type == JSON_NUMBER)
 				snprintf(checked, sizeof(checked), "%.1fs ago",
 				    last->num);
 			else
 				snprintf(checked, sizeof(checked), "never");
+			if (chg != NULL && chg->type == JSON_NUMBER) {
+				ctl_fmt_duration(chg->num, down, sizeof(down));
+				snprintf(changed, sizeof(changed), "%s ago",
+				    down);
+			} else
+				snprintf(changed, sizeof(changed), "never");
+			ctl_fmt_duration(json_get_num(s, "downtime_s", 0), down,
+			    sizeof(down));
 			snprintf(state, sizeof(state), "%s%s",
 			    json_get_str(s, "state", "?"),
 			    json_get_bool(s, "backup", false) ? "*" : "");
 			printf("%-*s %-*s %-7s %-7s %-5s %6.0f %6.0f %8.0f "
-			    "%8.0f %10s  %s\n", wname,
+			    "%8.0f %10s %9s %7s %7.0f  %s\n", wname,
 			    json_get_str(s, "name", "?"), waddr,
 			    json_get_str(s, "address", "?"), state,
 			    json_get_str(s, "health", "?"),
@@ -335,7 +345,8 @@ ctl_print_status(const struct json *st)
 			    json_get_num(s, "weight", 0),
 			    json_get_num(s, "active", 0),
 			    json_get_num(s, "total", 0),
-			    json_get_num(s, "failures", 0), checked,
+			    json_get_num(s, "failures", 0), checked, changed,
+			    down, json_get_num(s, "check_failures", 0),
 			    json_get_str(s, "reason", ""));
 		}
 	}

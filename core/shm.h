@@ -97,6 +97,11 @@ struct shm_health_snapshot {
 	double check_ms;
 	int64_t last_check_us;		/* CLOCK_MONOTONIC, 0 = never */
 	uint32_t checks;
+	/* Issue 20, for status: when the health state last changed
+	 * (CLOCK_MONOTONIC, 0 = not since the server was added), and the
+	 * time it spent down in all, up to its last check. */
+	int64_t changed_us;
+	int64_t down_us;
 };
 
 /* Master, before shm_create(): the fixed part of region `r` in every

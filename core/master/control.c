@@ -238,6 +238,18 @@ control_json_worker(struct evbuffer *out, const struct control_worker *w)
 	    w->draining ? "true" : "false", shm_slot_active(w->slot));
 }
 
+static uint64_t
+control_check_failures(unsigned slot)
+{
+	const uint64_t *w = shm_server_checks(slot);
+	uint64_t n = 0;
+
+	for (unsigned r = 0; w != NULL && r < METRICS_NREASONS; r++)
+		n += __atomic_load_n(&w[METRICS_CW_FAILURES + r],
+		    __ATOMIC_RELAXED);
+	return n;
+}
+
 static void
 control_json_server(struct evbuffer *out, const struct cfg_server *s,
     unsigned slot, int64_t now)
@@ -269,6 +281,16 @@ control_json_server(struct evbuffer *out, const struct cfg_server *s,
 		evbuffer_add_printf(out, ",\"check_ms\":%.1f,"
 		    "\"last_check_s\":%.1f", h.check_ms,
 		    (double)(now - h.last_check_us) / 1e6);
+	/* issue 20: the last health change, time down and failed checks
+	 * (the check counters of the metrics, by every reason) */
+	if (h.changed_us == 0)
+		evbuffer_add_printf(out, ",\"last_change_s\":null");
+	else
+		evbuffer_add_printf(out, ",\"last_change_s\":%.1f",
+		    (double)(now - h.changed_us) / 1e6);
+	evbuffer_add_printf(out, ",\"downtime_s\":%.1f,\"check_failures\":"
+	    "%llu", (double)h.down_us / 1e6,
+	    (unsigned long long)control_check_failures(slot));
 	evbuffer_add_printf(out, ",\"active\":%u,\"total\":%llu,"
 	    "\"failures\":%llu}", shm_server_active(slot),
 	    (unsigned long long)shm_server_total(slot),

@@ -861,6 +861,25 @@ shm_retired_restore(enum shm_slot_region r, const uint64_t *words, size_t n)
 }
 
 int
+shm_check_layout(int fd, char *err, size_t cap)
+{
+	uint32_t magic;
+
+	if (pread(fd, &magic, sizeof(magic), 0) != (ssize_t)sizeof(magic)) {
+		snprintf(err, cap, "shared memory: descriptor %d is not the "
+		    "memory file", fd);
+		return -1;
+	}
+	if (magic != SHM_MAGIC) {
+		snprintf(err, cap, "the shared memory handed over is in "
+		    "another layout (magic %08x, this binary reads %08x)",
+		    (unsigned)magic, (unsigned)SHM_MAGIC);
+		return -1;
+	}
+	return 0;
+}
+
+int
 shm_adopt(int fd, const size_t fixed[SHM_SLOT_NREGIONS], char *err,
     size_t cap)
 {

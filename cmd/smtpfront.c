@@ -22,9 +22,12 @@
 static void
 usage(FILE *out)
 {
-	fprintf(out, "usage: smtpfront [-c FILE] [-t] [-p PIDFILE] [-V] [-h]\n"
+	fprintf(out, "usage: smtpfront [-c FILE] [-t | -n] [-p PIDFILE] [-V] "
+	    "[-h]\n"
 	    "  -c FILE       configuration (default " DEFAULT_CONFIG ")\n"
 	    "  -t            check the configuration and exit\n"
+	    "  -n            print the effective configuration, defaults\n"
+	    "                included, and exit\n"
 	    "  -p PIDFILE    write the master's pid to PIDFILE\n"
 	    "  -V, --version print the version and exit\n"
 	    "  -h, --help    print this help and exit\n");
@@ -96,16 +99,20 @@ main(int argc, char **argv)
 	const char *path = DEFAULT_CONFIG, *pidfile = NULL;
 	struct cfg_diag diag = { 0 };
 	struct config *cfg;
-	bool test_only = false;
+	bool test_only = false, dump = false;
 	int ch, rc;
 
-	while ((ch = getopt_long(argc, argv, "c:tp:Vh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:tnp:Vh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			path = optarg;
 			break;
 		case 't':
 			test_only = true;
+			break;
+		case 'n':
+			/* -n checks as -t does, then prints */
+			test_only = dump = true;
 			break;
 		case 'p':
 			pidfile = optarg;
@@ -166,6 +173,11 @@ main(int argc, char **argv)
 		if (root_workers_warning(cfg, true) != NULL)
 			fprintf(stderr, "%s: warning: %s\n", path,
 			    root_workers_warning(cfg, true));
+		if (dump) {
+			cfg_dump(cfg, stdout);
+			cfg_free(cfg);
+			return fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1;
+		}
 		fprintf(stderr, "smtpfront: %s: configuration is valid\n",
 		    path);
 		cfg_free(cfg);

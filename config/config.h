@@ -224,6 +224,10 @@ void cfg_diag_error_at(struct cfg_diag *diag, const struct cfg_pos *pos,
 void cfg_diag_print(const struct cfg_diag *diag, FILE *out);
 void cfg_diag_free(struct cfg_diag *diag);
 
+/* The effective configuration as YAML that cfg_load_file() reads back:
+ * every key, defaults included (smtpfront -n). */
+void cfg_dump(const struct config *cfg, FILE *out);
+
 /* Lookups for other modules. Return NULL / -1 when absent. */
 const struct cfg_pool *cfg_pool_by_name(const struct config *cfg, const char *name);
 const struct cfg_server *cfg_server_by_name(const struct cfg_pool *pool,

@@ -78,15 +78,18 @@ class LevelsTest(h.ControlClient, unittest.TestCase):
             raise RuntimeError('%s %s: %s' % (tool, ' '.join(args),
                                               r.stderr.strip()))
 
-    def start(self, admin_group=True):
-        b = h.Backend(mode='normal', proxy='v2', name='b1')
-        self.addCleanup(b.stop)
+    def config(self, admin_group=True):
         control = {'mode': '0660', 'group': self.read_group}
         if admin_group:
             control['admin_group'] = self.admin_group
-        sf = h.Smtpfront(h.make_config(h.free_port(), [(b.name, b.port)],
-                                       health={'check': 'connect'},
-                                       control=control))
+        return h.make_config(self.port, [(self.b.name, self.b.port)],
+                             health={'check': 'connect'}, control=control)
+
+    def start(self, admin_group=True):
+        self.b = b = h.Backend(mode='normal', proxy='v2', name='b1')
+        self.addCleanup(b.stop)
+        self.port = h.free_port()
+        sf = h.Smtpfront(self.config(admin_group))
         self.addCleanup(sf.__exit__, None, None, None)
         sf.wait_ready()
         # the users reach the socket and a copy of smtpfrontctl
@@ -178,6 +181,20 @@ class LevelsTest(h.ControlClient, unittest.TestCase):
         r = self.ctl(sf, 'drain', 'pool/b1')        # root
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(self.admin_state(sf), 'drain')
+
+    def test_a_reload_changes_admin_group(self):
+        sf = self.start(admin_group=False)
+        r = self.as_user(sf, self.admin, 'drain', 'pool/b1')
+        self.assertEqual(r.returncode, 1, r.stderr)
+        sf.write_config(self.config(admin_group=True))
+        r = self.ctl(sf, 'reload')                  # root
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn('warning', r.stderr)
+        r = self.as_user(sf, self.admin, 'drain', 'pool/b1')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.admin_state(sf), 'drain')
+        r = self.as_user(sf, self.reader, 'enable', 'pool/b1')
+        self.assertEqual(r.returncode, 1, r.stderr)
 
 
 if __name__ == '__main__':

@@ -55,7 +55,9 @@ usage(FILE *out)
 	    "                       or until removed\n"
 	    "  deny del CIDR        remove that entry\n"
 	    "  deny list            runtime entries (time left, reason) and the\n"
-	    "                       listeners' static deny lists\n");
+	    "                       listeners' static deny lists\n"
+	    "status, metrics and deny list read; the others need the admin\n"
+	    "level: root or a member of control.admin_group\n");
 }
 
 /*

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,9 +22,12 @@
 static void
 usage(FILE *out)
 {
-	fprintf(out, "usage: smtpfront [-c FILE] [-t] [-p PIDFILE] [-V] [-h]\n"
+	fprintf(out, "usage: smtpfront [-c FILE] [-t | -n] [-p PIDFILE] [-V] "
+	    "[-h]\n"
 	    "  -c FILE       configuration (default " DEFAULT_CONFIG ")\n"
 	    "  -t            check the configuration and exit\n"
+	    "  -n            print the effective configuration, defaults\n"
+	    "                included, and exit\n"
 	    "  -p PIDFILE    write the master's pid to PIDFILE\n"
 	    "  -V, --version print the version and exit\n"
 	    "  -h, --help    print this help and exit\n");
@@ -44,6 +48,33 @@ check_limits(const struct config *cfg, struct cfg_diag *diag)
 	    "the %zu MiB smtpfront can reserve: use fewer workers or servers",
 	    cfg->workers, servers, need >> 20, SHM_RESERVE_MAX >> 20);
 	return -1;
+}
+
+/*
+ * Workers and the health process that would run as root (no user:, or a
+ * user with uid 0): a warning from -t (whoever runs it: the service starts
+ * as root) and at start when started as root (issue 20). NULL when none.
+ */
+static const char *
+root_workers_warning(const struct config *cfg, bool test_only)
+{
+	const struct passwd *pw;
+
+	if (cfg->user[0] == '\0') {
+		if (!test_only && geteuid() != 0)
+			return NULL;
+		return test_only ? "no user: key: the workers and the health "
+		    "process of a smtpfront started as root stay root; set "
+		    "user: to an unprivileged account (e.g. user: smtpfront)" :
+		    "no user: key: the workers and the health process run as "
+		    "root; set user: to an unprivileged account (e.g. user: "
+		    "smtpfront)";
+	}
+	pw = getpwnam(cfg->user);
+	if (pw != NULL && pw->pw_uid == 0)
+		return "user: names a uid 0 account: the workers and the "
+		    "health process run as root; name an unprivileged account";
+	return NULL;
 }
 
 static int
@@ -68,16 +99,20 @@ main(int argc, char **argv)
 	const char *path = DEFAULT_CONFIG, *pidfile = NULL;
 	struct cfg_diag diag = { 0 };
 	struct config *cfg;
-	bool test_only = false;
+	bool test_only = false, dump = false;
 	int ch, rc;
 
-	while ((ch = getopt_long(argc, argv, "c:tp:Vh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:tnp:Vh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			path = optarg;
 			break;
 		case 't':
 			test_only = true;
+			break;
+		case 'n':
+			/* -n checks as -t does, then prints */
+			test_only = dump = true;
 			break;
 		case 'p':
 			pidfile = optarg;
@@ -135,6 +170,14 @@ main(int argc, char **argv)
 		(void)fdplan_check(cfg, fdplan_limit(true), msg, sizeof(msg));
 		if (msg[0] != '\0')
 			fprintf(stderr, "%s: warning: %s\n", path, msg);
+		if (root_workers_warning(cfg, true) != NULL)
+			fprintf(stderr, "%s: warning: %s\n", path,
+			    root_workers_warning(cfg, true));
+		if (dump) {
+			cfg_dump(cfg, stdout);
+			cfg_free(cfg);
+			return fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1;
+		}
 		fprintf(stderr, "smtpfront: %s: configuration is valid\n",
 		    path);
 		cfg_free(cfg);
@@ -143,6 +186,8 @@ main(int argc, char **argv)
 
 	log_init("smtpfront", false, cfg->log.facility, cfg->log.level);
 	log_setup(cfg);
+	if (root_workers_warning(cfg, false) != NULL)
+		log_warnx("%s", root_workers_warning(cfg, false));
 	if (pidfile != NULL && write_pidfile(pidfile) == -1)
 		fatal("cannot write pid file %s", pidfile);
 	rc = master_run(cfg);		/* takes cfg */

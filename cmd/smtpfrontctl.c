@@ -55,7 +55,9 @@ usage(FILE *out)
 	    "                       or until removed\n"
 	    "  deny del CIDR        remove that entry\n"
 	    "  deny list            runtime entries (time left, reason) and the\n"
-	    "                       listeners' static deny lists\n");
+	    "                       listeners' static deny lists\n"
+	    "status, metrics and deny list read; the others need the admin\n"
+	    "level: root or a member of control.admin_group\n");
 }
 
 /*
@@ -309,25 +311,35 @@ ctl_print_status(const struct json *st)
 		}
 		printf("\npool %s (%s)\n", json_get_str(p, "name", "?"),
 		    json_get_str(p, "balance", "?"));
-		printf("%-*s %-*s %-7s %-7s %-5s %6s %6s %8s %8s %10s  %s\n",
+		printf("%-*s %-*s %-7s %-7s %-5s %6s %6s %8s %8s %10s %9s "
+		    "%7s %7s  %s\n",
 		    wname, "SERVER", waddr, "ADDRESS", "STATE", "HEALTH",
 		    "ADMIN", "WEIGHT", "ACTIVE", "TOTAL", "FAILURES",
-		    "CHECKED", "REASON");
+		    "CHECKED", "CHANGED", "DOWN", "CHKFAIL", "REASON");
 		for (size_t j = 0; j < servers->nitems; j++) {
 			const struct json *s = servers->items[j];
 			const struct json *last = json_get(s, "last_check_s");
-			char checked[32], state[16];
+			const struct json *chg = json_get(s, "last_change_s");
+			char checked[32], state[16], changed[40], down[32];
 
 			if (last != NULL && last->type == JSON_NUMBER)
 				snprintf(checked, sizeof(checked), "%.1fs ago",
 				    last->num);
 			else
 				snprintf(checked, sizeof(checked), "never");
+			if (chg != NULL && chg->type == JSON_NUMBER) {
+				ctl_fmt_duration(chg->num, down, sizeof(down));
+				snprintf(changed, sizeof(changed), "%s ago",
+				    down);
+			} else
+				snprintf(changed, sizeof(changed), "never");
+			ctl_fmt_duration(json_get_num(s, "downtime_s", 0), down,
+			    sizeof(down));
 			snprintf(state, sizeof(state), "%s%s",
 			    json_get_str(s, "state", "?"),
 			    json_get_bool(s, "backup", false) ? "*" : "");
 			printf("%-*s %-*s %-7s %-7s %-5s %6.0f %6.0f %8.0f "
-			    "%8.0f %10s  %s\n", wname,
+			    "%8.0f %10s %9s %7s %7.0f  %s\n", wname,
 			    json_get_str(s, "name", "?"), waddr,
 			    json_get_str(s, "address", "?"), state,
 			    json_get_str(s, "health", "?"),
@@ -335,7 +347,8 @@ ctl_print_status(const struct json *st)
 			    json_get_num(s, "weight", 0),
 			    json_get_num(s, "active", 0),
 			    json_get_num(s, "total", 0),
-			    json_get_num(s, "failures", 0), checked,
+			    json_get_num(s, "failures", 0), checked, changed,
+			    down, json_get_num(s, "check_failures", 0),
 			    json_get_str(s, "reason", ""));
 		}
 	}
@@ -513,10 +526,18 @@ main(int argc, char **argv)
 		snprintf(request, sizeof(request), "status\n");
 	} else if (strcmp(cmd, "enable") == 0 || strcmp(cmd, "disable") == 0 ||
 	    strcmp(cmd, "drain") == 0) {
+		/* Say what it takes, not the whole usage (issue 20). */
 		if (nargs != 1 || strchr(argv[1], '/') == NULL ||
 		    strpbrk(argv[1], " \t\r\n") != NULL ||
-		    strlen(argv[1]) > 200)
-			goto bad_usage;
+		    strlen(argv[1]) > 200) {
+			fprintf(stderr, "smtpfrontctl: usage: smtpfrontctl "
+			    "%s POOL/SERVER", cmd);
+			if (nargs == 1 && strchr(argv[1], '/') == NULL)
+				fprintf(stderr, " (\"%.200s\" names no pool; "
+				    "see smtpfrontctl status)", argv[1]);
+			fputc('\n', stderr);
+			return 2;
+		}
 		snprintf(request, sizeof(request), "%s %s\n", cmd, argv[1]);
 	} else if (strcmp(cmd, "reload") == 0) {
 		if (nargs != 0)

@@ -7,6 +7,8 @@
  * Scalar syntax (integers, durations, addresses...) lives in value.c.
  */
 #include <sys/socket.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <grp.h>
 #include <netdb.h>
 #include <pwd.h>
@@ -170,6 +172,7 @@ static const struct cfg_key cfg_control_keys[] = {
 	K_STR(struct config, "socket", control.socket),
 	K_FUNC("mode", cfg_parse_control_mode),
 	K_STR(struct config, "group", control.group),
+	K_STR(struct config, "admin_group", control.admin_group),
 };
 static const struct cfg_section cfg_control_section =
     SECTION("control", "in control", cfg_control_keys);
@@ -1368,8 +1371,11 @@ cfg_finish(struct cfg_parser *p, yaml_node_t *root, unsigned seen)
 	cfg_pos_of(p, root, "user", &cfg->user_pos);
 	cfg_pos_of(p, root, "group", &cfg->group_pos);
 	if ((ctl = cfg_map_get(p, root, "control")) != NULL &&
-	    ctl->type == YAML_MAPPING_NODE)
+	    ctl->type == YAML_MAPPING_NODE) {
 		cfg_pos_of(p, ctl, "group", &cfg->control_group_pos);
+		cfg_pos_of(p, ctl, "admin_group",
+		    &cfg->control_admin_group_pos);
+	}
 	if (!cfg_seen(sec, seen, "hostname"))
 		cfg_default_hostname(p);
 	for (size_t i = 0; i < cfg->npools; i++)
@@ -1473,12 +1479,22 @@ cfg_syntax_error(struct cfg_parser *p, const yaml_parser_t *parser,
 				column++;
 		}
 	}
+	/* libyaml says "found character that cannot start any token" of
+	 * a tab: name it (issue 20). */
+	const char *hint = "";
+	if (parser->error != YAML_READER_ERROR &&
+	    parser->problem_mark.index < len &&
+	    yaml[parser->problem_mark.index] == '\t' &&
+	    strstr(problem, "tab") == NULL)
+		hint = " (a tab? YAML indents with spaces)";
 	if (parser->context != NULL)
-		cfg_error_at(p, line, column, "YAML syntax error: %s (%s "
-		    "started at line %zu, column %zu)", problem, parser->context,
-		    parser->context_mark.line + 1, parser->context_mark.column + 1);
+		cfg_error_at(p, line, column, "YAML syntax error: %s%s (%s "
+		    "started at line %zu, column %zu)", problem, hint,
+		    parser->context, parser->context_mark.line + 1,
+		    parser->context_mark.column + 1);
 	else
-		cfg_error_at(p, line, column, "YAML syntax error: %s", problem);
+		cfg_error_at(p, line, column, "YAML syntax error: %s%s",
+		    problem, hint);
 }
 
 struct config *
@@ -1820,6 +1836,13 @@ cfg_check_accounts(const struct config *cfg, struct cfg_diag *diag)
 		    "\"%s\" does not exist", cfg->control.group);
 		rc = -1;
 	}
+	if (cfg->control.admin_group[0] != '\0' &&
+	    getgrnam(cfg->control.admin_group) == NULL) {
+		cfg_error_pos(diag, &cfg->control_admin_group_pos,
+		    "control.admin_group \"%s\" does not exist",
+		    cfg->control.admin_group);
+		rc = -1;
+	}
 	return rc;
 }
 
@@ -1839,4 +1862,288 @@ cfg_server_by_name(const struct cfg_pool *pool, const char *name)
 		if (strcmp(pool->servers[i].name, name) == 0)
 			return &pool->servers[i];
 	return NULL;
+}
+
+/* ------------------------------------------------------------ dump */
+
+/*
+ * The effective configuration as YAML (smtpfront -n, issue 20): every key
+ * of the schema with its value, defaults included, in the schema's order;
+ * a string key that is not set is a comment. The keys with a plain kind
+ * come from the tables above, so a new one is printed without more code;
+ * a K_FUNC key needs its case in cfg_dump_func() (tests/test_config.c
+ * checks that every key of the schema is printed).
+ */
+static void cfg_dump_section(FILE *out, int indent, const struct cfg_section *sec,
+    const struct config *cfg, const void *obj, bool first_dash);
+
+static void
+cfg_dump_string(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			fprintf(out, "\\%c", c);
+		else if (c < 0x20 || c == 0x7f)
+			fprintf(out, "\\x%02x", c);
+		else
+			fputc(c, out);
+	}
+	fputc('"', out);
+}
+
+static void
+cfg_dump_duration(FILE *out, unsigned ms)
+{
+	if (ms != 0 && ms % 3600000u == 0)
+		fprintf(out, "%uh", ms / 3600000u);
+	else if (ms != 0 && ms % 60000u == 0)
+		fprintf(out, "%um", ms / 60000u);
+	else if (ms != 0 && ms % 1000u == 0)
+		fprintf(out, "%us", ms / 1000u);
+	else
+		fprintf(out, "%ums", ms);
+}
+
+/* An address as the file would write it: 192.0.2.1:25, [2001:db8::1]:25;
+ * "" when it has none (a name not resolved yet). */
+static void
+cfg_addr_spec(const struct cfg_addr *a, char *buf, size_t cap)
+{
+	char ip[INET6_ADDRSTRLEN];
+
+	buf[0] = '\0';
+	if (a->ss.ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const void *)&a->ss;
+
+		inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
+		snprintf(buf, cap, "%s:%u", ip, ntohs(s4->sin_port));
+	} else if (a->ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)&a->ss;
+
+		inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
+		snprintf(buf, cap, "[%s]:%u", ip, ntohs(s6->sin6_port));
+	}
+}
+
+static void
+cfg_dump_addr(FILE *out, const struct cfg_addr *a)
+{
+	char spec[INET6_ADDRSTRLEN + 16];
+
+	cfg_addr_spec(a, spec, sizeof spec);
+	cfg_dump_string(out, spec[0] != '\0' ? spec : a->text);
+}
+
+static void
+cfg_dump_cidrs(FILE *out, const struct cfg_cidr *c, size_t n)
+{
+	char ip[INET6_ADDRSTRLEN];
+
+	fputc('[', out);
+	for (size_t i = 0; i < n; i++) {
+		inet_ntop(c[i].family, c[i].addr, ip, sizeof ip);
+		fprintf(out, "%s\"%s/%u\"", i > 0 ? ", " : "", ip, c[i].prefix);
+	}
+	fputs("]\n", out);
+}
+
+static void
+cfg_dump_key(FILE *out, int indent, bool *dash, const char *name)
+{
+	fprintf(out, "%*s%s%s:", *dash ? indent - 2 : indent, "",
+	    *dash ? "- " : "", name);
+	*dash = false;
+}
+
+static void
+cfg_dump_func(FILE *out, int indent, bool *dash, const struct cfg_key *k,
+    const struct config *cfg, const void *obj)
+{
+	const char *n = k->name;
+
+	if (strcmp(n, "workers") == 0) {
+		cfg_dump_key(out, indent, dash, n);
+		fprintf(out, " %u\n", cfg->workers);
+	} else if (strcmp(n, "sandbox") == 0) {
+		cfg_dump_key(out, indent, dash, n);
+		fprintf(out, " %s\n", cfg->sandbox ? "true" : "false");
+	} else if (strcmp(n, "state_directory") == 0) {
+		if (cfg->state_directory[0] == '\0') {
+			fprintf(out, "%*s# state_directory: not set (runtime deny "
+			    "entries last until a restart)\n", indent, "");
+			return;
+		}
+		cfg_dump_key(out, indent, dash, n);
+		fputc(' ', out);
+		cfg_dump_string(out, cfg->state_directory);
+		fputc('\n', out);
+	} else if (strcmp(n, "facility") == 0) {
+		const char *name = "mail";
+
+		for (size_t i = 0; i < sizeof cfg_facilities /
+		    sizeof cfg_facilities[0]; i++)
+			if (cfg_facilities[i].value == cfg->log.facility)
+				name = cfg_facilities[i].name;
+		cfg_dump_key(out, indent, dash, n);
+		fprintf(out, " %s\n", name);
+	} else if (strcmp(n, "syslog_socket") == 0) {
+		cfg_dump_key(out, indent, dash, n);
+		fputc(' ', out);
+		cfg_dump_string(out, cfg->log.syslog_socket);
+		fputc('\n', out);
+	} else if (strcmp(n, "mode") == 0) {
+		cfg_dump_key(out, indent, dash, n);
+		fprintf(out, " \"%04o\"\n", cfg->control.mode);
+	} else if (strcmp(n, "metrics") == 0) {
+		if (!cfg->metrics.enabled) {
+			fprintf(out, "%*s# metrics: not set (no metrics "
+			    "listener)\n", indent, "");
+			return;
+		}
+		cfg_dump_key(out, indent, dash, n);
+		fputc('\n', out);
+		cfg_dump_section(out, indent + 2, &cfg_metrics_section, cfg,
+		    cfg, false);
+	} else if (strcmp(n, "bind") == 0 && obj == cfg) {	/* metrics */
+		cfg_dump_key(out, indent, dash, n);
+		fputc(' ', out);
+		cfg_dump_addr(out, &cfg->metrics.bind);
+		fputc('\n', out);
+	} else if (strcmp(n, "bind") == 0) {
+		const struct cfg_listener *l = obj;
+
+		cfg_dump_key(out, indent, dash, n);
+		fputs(" [", out);
+		for (size_t i = 0; i < l->nbinds; i++) {
+			if (i > 0)
+				fputs(", ", out);
+			cfg_dump_addr(out, &l->binds[i]);
+		}
+		fputs("]\n", out);
+	} else if (strcmp(n, "client_limit_exceptions") == 0) {
+		const struct cfg_listener *l = obj;
+
+		cfg_dump_key(out, indent, dash, n);
+		fputc(' ', out);
+		cfg_dump_cidrs(out, l->client_limit_exceptions,
+		    l->nclient_limit_exceptions);
+	} else if (strcmp(n, "deny") == 0) {
+		const struct cfg_listener *l = obj;
+
+		cfg_dump_key(out, indent, dash, n);
+		fputc(' ', out);
+		cfg_dump_cidrs(out, l->deny, l->ndeny);
+	} else if (strcmp(n, "trusted_proxies") == 0) {
+		const struct cfg_listener *l = obj;
+
+		cfg_dump_key(out, indent, dash, n);
+		fputc(' ', out);
+		cfg_dump_cidrs(out, l->trusted_proxies, l->ntrusted_proxies);
+	} else if (strcmp(n, "address") == 0) {
+		const struct cfg_server *s = obj;
+		char spec[INET6_ADDRSTRLEN + 16];
+
+		/* as written: a host name is resolved again at each reload;
+		 * what it resolved to, in a comment */
+		cfg_addr_spec(&s->address, spec, sizeof spec);
+		cfg_dump_key(out, indent, dash, n);
+		fputc(' ', out);
+		cfg_dump_string(out, s->address_spec);
+		if (spec[0] != '\0' && strcmp(spec, s->address_spec) != 0)
+			fprintf(out, "   # %s", spec);
+		fputc('\n', out);
+	} else if (strcmp(n, "listeners") == 0) {
+		cfg_dump_key(out, indent, dash, n);
+		fputc('\n', out);
+		for (size_t i = 0; i < cfg->nlisteners; i++)
+			cfg_dump_section(out, indent + 4, &cfg_listener_section,
+			    cfg, &cfg->listeners[i], true);
+	} else if (strcmp(n, "pools") == 0) {
+		cfg_dump_key(out, indent, dash, n);
+		fputc('\n', out);
+		for (size_t i = 0; i < cfg->npools; i++) {
+			fprintf(out, "%*s%s:\n", indent + 2, "",
+			    cfg->pools[i].name);
+			cfg_dump_section(out, indent + 4, &cfg_pool_section,
+			    cfg, &cfg->pools[i], false);
+		}
+	} else if (strcmp(n, "servers") == 0) {
+		const struct cfg_pool *p = obj;
+
+		cfg_dump_key(out, indent, dash, n);
+		fputc('\n', out);
+		for (size_t i = 0; i < p->nservers; i++)
+			cfg_dump_section(out, indent + 4, &cfg_server_section,
+			    cfg, &p->servers[i], true);
+	} else
+		fprintf(out, "%*s# %s: (smtpfront -n does not print this "
+		    "key)\n", indent, "", n);
+}
+
+static void
+cfg_dump_section(FILE *out, int indent, const struct cfg_section *sec,
+    const struct config *cfg, const void *obj, bool dash)
+{
+	const char *base = obj;
+
+	for (size_t i = 0; i < sec->nkeys; i++) {
+		const struct cfg_key *k = &sec->keys[i];
+		const void *f = base + k->off;
+
+		switch (k->kind) {
+		case CFG_K_UINT:
+			cfg_dump_key(out, indent, &dash, k->name);
+			fprintf(out, " %u\n", *(const unsigned *)f);
+			break;
+		case CFG_K_DURATION:
+			cfg_dump_key(out, indent, &dash, k->name);
+			fputc(' ', out);
+			cfg_dump_duration(out, *(const unsigned *)f);
+			fputc('\n', out);
+			break;
+		case CFG_K_BOOL:
+			cfg_dump_key(out, indent, &dash, k->name);
+			fprintf(out, " %s\n", *(const bool *)f ? "true" :
+			    "false");
+			break;
+		case CFG_K_ENUM:
+			cfg_dump_key(out, indent, &dash, k->name);
+			fprintf(out, " %s\n", k->names[*(const int *)f]);
+			break;
+		case CFG_K_NAME:
+		case CFG_K_HOST:
+		case CFG_K_STRING:
+			if (*(const char *)f == '\0') {
+				fprintf(out, "%*s# %s: not set\n", indent, "",
+				    k->name);
+				break;
+			}
+			cfg_dump_key(out, indent, &dash, k->name);
+			fputc(' ', out);
+			cfg_dump_string(out, f);
+			fputc('\n', out);
+			break;
+		case CFG_K_MAP:
+			cfg_dump_key(out, indent, &dash, k->name);
+			fputc('\n', out);
+			cfg_dump_section(out, indent + 2, k->section, cfg, f,
+			    false);
+			break;
+		case CFG_K_FUNC:
+			cfg_dump_func(out, indent, &dash, k, cfg, obj);
+			break;
+		}
+	}
+}
+
+void
+cfg_dump(const struct config *cfg, FILE *out)
+{
+	fprintf(out, "# the effective configuration of %s, defaults "
+	    "included (smtpfront -n)\n", cfg->path != NULL ? cfg->path :
+	    "(string)");
+	cfg_dump_section(out, 0, &cfg_root_section, cfg, cfg, false);
 }

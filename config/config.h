@@ -169,6 +169,9 @@ struct config {
 		char socket[108];	/* default /run/smtpfront/control.sock */
 		unsigned mode;		/* default 0600 */
 		char group[64];		/* default "" */
+		/* May change state (the others that reach the socket may
+		 * only read); "" = only root and the master's own uid. */
+		char admin_group[64];	/* default "" */
 	} control;
 	struct {
 		bool enabled;		/* metrics: given (default: none) */
@@ -180,6 +183,7 @@ struct config {
 	size_t npools;
 	/* Where some keys were written, for checks made after the load. */
 	struct cfg_pos workers_pos, user_pos, group_pos, control_group_pos;
+	struct cfg_pos control_admin_group_pos;
 	struct cfg_pos state_directory_pos;
 	struct cfg_pos metrics_pos;	/* metrics.bind */
 	struct cfg_host *hosts;		/* CFG_RESOLVE_DEFER: names to resolve */
@@ -228,6 +232,10 @@ void cfg_diag_error_at(struct cfg_diag *diag, const struct cfg_pos *pos,
 void cfg_diag_print(const struct cfg_diag *diag, FILE *out);
 void cfg_diag_free(struct cfg_diag *diag);
 
+/* The effective configuration as YAML that cfg_load_file() reads back:
+ * every key, defaults included (smtpfront -n). */
+void cfg_dump(const struct config *cfg, FILE *out);
+
 /* Lookups for other modules. Return NULL / -1 when absent. */
 const struct cfg_pool *cfg_pool_by_name(const struct config *cfg, const char *name);
 const struct cfg_server *cfg_server_by_name(const struct cfg_pool *pool,
@@ -268,7 +276,8 @@ int cfg_host_apply(struct config *cfg, size_t i, const struct cfg_addr *a,
 int cfg_hosts_finish(struct config *cfg, struct cfg_diag *diag);
 
 /*
- * The accounts the config names (user, group, control.group) exist; every
+ * The accounts the config names (user, group, control.group,
+ * control.admin_group) exist; every
  * one that does not is an error at its line and column. Start-up and -t,
  * not reload (those keys need a restart anyway).
  */

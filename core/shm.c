@@ -50,7 +50,10 @@
 const char *const shm_health_names[] = { "unknown", "up", "down" };
 const char *const shm_admin_names[] = { "ready", "drain", "maint" };
 
-#define SHM_MAGIC		0x53465348u	/* "SFSH" */
+/* Changes with the layout: an upgrade to a binary with another layout
+ * is refused (the new image cannot open the memory; the previous one
+ * takes its state back). "SFS2": the health record's changed/down. */
+#define SHM_MAGIC		0x53465332u	/* "SFS2" */
 #define SHM_CHUNK		256u		/* server slots per chunk */
 #define SHM_NCHUNKS		(SHM_MAX_SERVER_SLOTS / SHM_CHUNK)
 #define SHM_ALIGN		64u
@@ -65,6 +68,8 @@ struct shm_health_rec {
 	uint32_t pad;
 	double check_ms;
 	int64_t last_check_us;
+	int64_t changed_us;
+	int64_t down_us;
 	char reason[SHM_REASON_MAX];
 };
 
@@ -680,6 +685,8 @@ shm_health_write_fields(unsigned server, const struct shm_health_snapshot *s)
 	r->checks = s->checks;
 	r->check_ms = s->check_ms;
 	r->last_check_us = s->last_check_us;
+	r->changed_us = s->changed_us;
+	r->down_us = s->down_us;
 	memcpy(r->reason, s->reason, sizeof(r->reason));
 	r->reason[sizeof(r->reason) - 1] = '\0';
 }
@@ -720,6 +727,8 @@ shm_health_read(unsigned server, struct shm_health_snapshot *out)
 		tmp.checks = r->checks;
 		tmp.check_ms = r->check_ms;
 		tmp.last_check_us = r->last_check_us;
+		tmp.changed_us = r->changed_us;
+		tmp.down_us = r->down_us;
 		memcpy(tmp.reason, r->reason, sizeof(tmp.reason));
 		__atomic_thread_fence(__ATOMIC_ACQUIRE);
 		s2 = __atomic_load_n(&r->seq, __ATOMIC_RELAXED);
@@ -848,6 +857,25 @@ shm_retired_restore(enum shm_slot_region r, const uint64_t *words, size_t n)
 	free(retired_words[r]);
 	retired_words[r] = w;
 	retired_nwords[r] = n;
+	return 0;
+}
+
+int
+shm_check_layout(int fd, char *err, size_t cap)
+{
+	uint32_t magic;
+
+	if (pread(fd, &magic, sizeof(magic), 0) != (ssize_t)sizeof(magic)) {
+		snprintf(err, cap, "shared memory: descriptor %d is not the "
+		    "memory file", fd);
+		return -1;
+	}
+	if (magic != SHM_MAGIC) {
+		snprintf(err, cap, "the shared memory handed over is in "
+		    "another layout (magic %08x, this binary reads %08x)",
+		    (unsigned)magic, (unsigned)SHM_MAGIC);
+		return -1;
+	}
 	return 0;
 }
 

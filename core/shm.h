@@ -97,6 +97,11 @@ struct shm_health_snapshot {
 	double check_ms;
 	int64_t last_check_us;		/* CLOCK_MONOTONIC, 0 = never */
 	uint32_t checks;
+	/* Issue 20, for status: when the health state last changed
+	 * (CLOCK_MONOTONIC, 0 = not since the server was added), and the
+	 * time it spent down in all, up to its last check. */
+	int64_t changed_us;
+	int64_t down_us;
 };
 
 /* Master, before shm_create(): the fixed part of region `r` in every
@@ -214,6 +219,11 @@ size_t shm_fixed_bytes(enum shm_slot_region r);
 size_t shm_retired(enum shm_slot_region r, const uint64_t **words);
 int shm_adopt(int fd, const size_t fixed[SHM_SLOT_NREGIONS], char *err,
     size_t cap) __attribute__((warn_unused_result));
+/* Whether fd holds memory in this binary's layout (its magic), without
+ * mapping it: 0, or -1 with the reason in err (an upgrade refuses such
+ * memory while it can still hand it back). */
+int shm_check_layout(int fd, char *err, size_t cap)
+    __attribute__((warn_unused_result));
 int shm_retired_restore(enum shm_slot_region r, const uint64_t *words,
     size_t n) __attribute__((warn_unused_result));
 /* Bytes of memory file `cfg` needs, a reload included (for -t: more than

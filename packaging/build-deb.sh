@@ -21,8 +21,16 @@ debversion=$(dpkg-parsechangelog -l packaging/debian/changelog -S Version)
 upstream=${debversion#*:}
 upstream=${upstream%-*}
 if [ "$upstream" != "$version" ]; then
-	echo "build-deb: packaging/debian/changelog is at $debversion but" \
-	    "meson.build says $version: add a changelog entry for $version-1" >&2
+	# advise for the newer of the two: a release bumps both
+	if dpkg --compare-versions "$upstream" gt "$version"; then
+		echo "build-deb: packaging/debian/changelog is at $debversion but" \
+		    "meson.build says $version: bump meson.build's version: to" \
+		    "$upstream" >&2
+	else
+		echo "build-deb: packaging/debian/changelog is at $debversion but" \
+		    "meson.build says $version: add a changelog entry for" \
+		    "$version-1" >&2
+	fi
 	exit 1
 fi
 

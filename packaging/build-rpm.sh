@@ -20,8 +20,15 @@ spec=packaging/rpm/smtpfront.spec
 version=$(packaging/version.sh)
 specversion=$(rpmspec -q --srpm --qf '%{version}' "$spec")
 if [ "$specversion" != "$version" ]; then
-	echo "build-rpm: $spec is at $specversion but meson.build says" \
-	    "$version: update Version: and %changelog" >&2
+	# advise for the newer of the two: a release bumps both
+	newer=$(printf '%s\n%s\n' "$specversion" "$version" | sort -V | tail -n 1)
+	if [ "$newer" = "$specversion" ]; then
+		echo "build-rpm: $spec is at $specversion but meson.build says" \
+		    "$version: bump meson.build's version: to $specversion" >&2
+	else
+		echo "build-rpm: $spec is at $specversion but meson.build says" \
+		    "$version: update Version: and %changelog to $version" >&2
+	fi
 	exit 1
 fi
 

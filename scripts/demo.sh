@@ -32,6 +32,16 @@ trap 'stop; exit 143' TERM
 cp examples/demo.yaml "$tmp/demo.yaml"
 grep -q '^control:' "$tmp/demo.yaml" ||
 	printf 'control:\n  socket: %s/control.sock\n' "$tmp" >>"$tmp/demo.yaml"
+# Started as root, the workers and the health process would stay root
+# without user: (smtpfront warns): they run as nobody, an account every
+# system has; nothing is created or changed. Not root: they run as you.
+if [ "$(id -u)" = 0 ]; then
+	grep -q '^user:' "$tmp/demo.yaml" ||
+		printf 'user: nobody\n' >>"$tmp/demo.yaml"
+	runs_as="nobody (user: nobody; the master stays root)"
+else
+	runs_as="$(id -un) (not started as root)"
+fi
 
 setsid ./build/tests/smtpfront-test-backend --listen 127.0.0.1:10025 \
 	--proxy v2 --name backend1 >/dev/null &
@@ -39,6 +49,7 @@ backend=$!
 setsid ./build/cmd/smtpfront -c "$tmp/demo.yaml" &
 front=$!
 printf '%s\n' "smtpfront demo: connect to 127.0.0.1:2525 (Ctrl-C stops)" \
+	"  the workers and the health process run as $runs_as" \
 	"  e.g.  printf 'EHLO me\r\nQUIT\r\n' | nc -s 127.0.0.7 127.0.0.1 2525" \
 	"        ./build/cmd/smtpfrontctl -s $tmp/control.sock status"
 # returns when smtpfront exits, or at once on a signal (the trap runs)

@@ -898,6 +898,10 @@ static const struct {
 	{ "workerz: 1\nhostname: \xff\n", 1, 2, 11,
 	  "YAML syntax error: invalid leading UTF-8 octet" },
 	{ "listeners:\n\t- bind: x\n", 1, 2, 1, "YAML syntax error" },
+	/* a tab gets a hint (issue 20); test_tab_hint: only a tab */
+	{ "listeners:\n\t- bind: x\n", 1, 2, 1,
+	  "found character that cannot start any token "
+	  "(a tab? YAML indents with spaces)" },
 	/* several errors, each reported */
 	{ "workers: none\n"
 	  "listeners:\n"
@@ -927,6 +931,28 @@ START_TEST(test_file_errors)
 	    "no %u:%u: ...%s... for:\n%s\n%s", file_vectors[_i].line,
 	    file_vectors[_i].col, file_vectors[_i].msg, file_vectors[_i].yaml,
 	    dump(&d));
+	cfg_diag_free(&d);
+}
+END_TEST
+
+/* The tab hint names a tab only: another character that cannot start a
+ * token gets libyaml's bare words. */
+START_TEST(test_tab_hint)
+{
+	struct cfg_diag d;
+	struct config *cfg = load("hostname: mx\nworkers: @x\n", &d);
+
+	ck_assert_ptr_null(cfg);
+	ck_assert_msg(d.nerrors == 1, "%s", dump(&d));
+	ck_assert_msg(find(&d, CFG_ERROR, 2, 10, "found character that cannot "
+	    "start any token") != NULL, "%s", dump(&d));
+	ck_assert_msg(strstr(d.entries[0].message, "tab") == NULL, "%s",
+	    dump(&d));
+	cfg_diag_free(&d);
+	cfg = load("pools:\n  p:\n\t\tservers: []\n", &d);
+	ck_assert_ptr_null(cfg);
+	ck_assert_msg(find(&d, CFG_ERROR, 3, 1, "(a tab? YAML indents with "
+	    "spaces)") != NULL, "%s", dump(&d));
 	cfg_diag_free(&d);
 }
 END_TEST
@@ -1487,6 +1513,7 @@ config_suite(void)
 	    (int)(sizeof error_vectors / sizeof error_vectors[0]));
 	tcase_add_loop_test(tc, test_file_errors, 0,
 	    (int)(sizeof file_vectors / sizeof file_vectors[0]));
+	tcase_add_test(tc, test_tab_hint);
 	tcase_add_test(tc, test_errors_in_order);
 	tcase_add_test(tc, test_too_many_errors);
 	tcase_add_test(tc, test_resolve_off);

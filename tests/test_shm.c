@@ -71,6 +71,8 @@ snap(enum shm_health st, const char *reason, uint32_t checks)
 	s.check_ms = checks * 1.5;
 	s.last_check_us = 1000 + checks;
 	s.checks = checks;
+	s.changed_us = 500 + checks;
+	s.down_us = 20000 + checks;
 	return s;
 }
 
@@ -80,7 +82,8 @@ snap_eq(const struct shm_health_snapshot *a,
 {
 	return a->state == b->state && strcmp(a->reason, b->reason) == 0 &&
 	    a->check_ms == b->check_ms && a->last_check_us == b->last_check_us &&
-	    a->checks == b->checks;
+	    a->checks == b->checks && a->changed_us == b->changed_us &&
+	    a->down_us == b->down_us;
 }
 
 START_TEST(test_health_round_trip)
@@ -510,7 +513,15 @@ START_TEST(test_adopt_keeps_state_and_totals)
 	ck_assert_int_eq(shm_adopt(bad, fixed, err, sizeof(err)), -1);
 	ck_assert_msg(strstr(err, "holds no smtpfront memory") != NULL, "%s",
 	    err);
+	/* The layout check an upgrade makes first: this binary's memory
+	 * passes, another magic (another layout) does not. */
+	ck_assert_int_eq(shm_check_layout(shm_handover_fd(), err, sizeof(err)),
+	    0);
+	ck_assert_int_eq(pwrite(bad, "SFSH", 4, 0), 4);
+	ck_assert_int_eq(shm_check_layout(bad, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "in another layout") != NULL, "%s", err);
 	close(bad);
+	ck_assert_int_eq(shm_check_layout(bad, err, sizeof(err)), -1);
 	ck_assert_uint_eq(shm_server_total(3), 5);
 }
 END_TEST

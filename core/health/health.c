@@ -38,6 +38,12 @@ struct hc_server {
 	unsigned failures;		/* consecutive */
 	uint32_t checks;
 	bool paused;			/* in maintenance: not checked */
+	/* For status (issue 20), CLOCK_MONOTONIC: the last state change
+	 * (0 = none yet), the down time of periods over, the start of the
+	 * current one (0 = not down). */
+	int64_t changed_us;
+	int64_t down_done_us;
+	int64_t down_since_us;
 };
 
 struct health {
@@ -49,6 +55,31 @@ struct health {
 };
 
 static void hc_start(struct hc_server *hs);
+
+/* The state becomes `next` at `now`: the change's time and the down time. */
+static void
+hc_set_state(struct hc_server *hs, enum shm_health next, int64_t now)
+{
+	if (next == hs->state)
+		return;
+	if (hs->state == SHM_HEALTH_DOWN && hs->down_since_us != 0) {
+		hs->down_done_us += now - hs->down_since_us;
+		hs->down_since_us = 0;
+	}
+	if (next == SHM_HEALTH_DOWN)
+		hs->down_since_us = now;
+	hs->changed_us = now;
+	hs->state = next;
+}
+
+static void
+hc_fill_times(const struct hc_server *hs, struct shm_health_snapshot *snap,
+    int64_t now)
+{
+	snap->changed_us = hs->changed_us;
+	snap->down_us = hs->down_done_us + (hs->down_since_us != 0 ?
+	    now - hs->down_since_us : 0);
+}
 
 static void
 hc_schedule(struct hc_server *hs, unsigned ms)
@@ -96,6 +127,7 @@ hc_on_done(bool ok, const char *reason, double elapsed_ms, void *arg)
 	struct hc_server *hs = arg;
 	struct shm_health_snapshot snap;
 	enum shm_health next;
+	int64_t now;
 	bool changed;
 
 	check_free(hs->check);
@@ -104,15 +136,17 @@ hc_on_done(bool ok, const char *reason, double elapsed_ms, void *arg)
 	metrics_count_check(hs->slot, ok, reason, elapsed_ms);
 	next = hc_next_state(hs, ok);
 	changed = next != hs->state;
-	hs->state = next;
+	now = net_now_us();
+	hc_set_state(hs, next, now);
 	/* Published before it is logged: whoever acts on the line (an
 	 * operator, a test) finds the workers already acting on it. */
 	memset(&snap, 0, sizeof(snap));
 	snap.state = hs->state;
 	snprintf(snap.reason, sizeof(snap.reason), "%s", reason);
 	snap.check_ms = elapsed_ms;
-	snap.last_check_us = net_now_us();
+	snap.last_check_us = now;
 	snap.checks = hs->checks;
+	hc_fill_times(hs, &snap, now);
 	shm_health_publish(hs->slot, &snap);
 	if (changed && next == SHM_HEALTH_DOWN)
 		log_warnx("health: server %s/%s is DOWN (%s)", hs->pool->name,
@@ -139,14 +173,17 @@ hc_pause(struct hc_server *hs)
 	struct shm_health_snapshot snap;
 
 	if (!hs->paused) {
+		int64_t now = net_now_us();
+
 		hs->paused = true;
-		hs->state = SHM_HEALTH_UNKNOWN;
+		hc_set_state(hs, SHM_HEALTH_UNKNOWN, now);
 		hs->successes = hs->failures = 0;
 		memset(&snap, 0, sizeof(snap));
 		snap.state = SHM_HEALTH_UNKNOWN;
 		snprintf(snap.reason, sizeof(snap.reason), "not checked: in "
 		    "maintenance (smtpfrontctl disable)");
 		snap.checks = hs->checks;
+		hc_fill_times(hs, &snap, now);
 		shm_health_publish(hs->slot, &snap);
 		log_info("health: server %s/%s is in maintenance: checks paused",
 		    hs->pool->name, hs->srv->name);
@@ -232,6 +269,12 @@ health_main(const struct runtime *rt, int parent_fd)
 			shm_health_read(hs->slot, &snap);
 			hs->state = snap.state;
 			hs->checks = snap.checks;
+			hs->changed_us = snap.changed_us;
+			/* down time goes on from the last check published */
+			hs->down_done_us = snap.down_us;
+			if (snap.state == SHM_HEALTH_DOWN)
+				hs->down_since_us = snap.last_check_us != 0 ?
+				    snap.last_check_us : net_now_us();
 			hs->timer = evtimer_new(h.base, hc_on_timer, hs);
 			if (hs->timer == NULL)
 				fatalx("health: evtimer_new");

@@ -13,6 +13,15 @@
  * status` out; a client that did send its request is never pushed out.
  * Out of descriptors, accepting pauses on a timer instead of spinning on a
  * socket that stays readable. The warnings about either are rate-limited.
+ *
+ * Two levels (issue 20): whoever reaches the socket (its mode and
+ * control.group) may read: status, metrics, deny list. Changing state
+ * (enable, disable, drain, reload, upgrade, deny add/del) needs the admin
+ * level: root, the master's own uid, or a member of control.admin_group.
+ * Membership is the peer process's own groups (SO_PEERGROUPS and the gid
+ * of SO_PEERCRED, as the kernel saw them at connect, no lookup), or where
+ * the kernel lacks SO_PEERGROUPS, getgrouplist() of the uid's account.
+ * It is decided once per connection, and only for a command that needs it.
  */
 #include <sys/queue.h>
 #include <sys/socket.h>
@@ -22,6 +31,8 @@
 #include <errno.h>
 #include <grp.h>
 #include <limits.h>
+#include <pwd.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +50,10 @@
 #include "core/metrics.h"
 #include "core/net.h"
 #include "core/shm.h"
+
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS	59	/* Linux 4.13 */
+#endif
 
 #define CONTROL_LINE_MAX	4096
 #define CONTROL_TIMEOUT_S	5
@@ -65,7 +80,9 @@ struct control_conn {
 	TAILQ_ENTRY(control_conn) entry;	/* oldest first */
 	enum control_conn_state state;
 	uid_t uid;
+	gid_t gid;
 	pid_t pid;
+	int admin;			/* -1 not decided yet, 0 read, 1 admin */
 };
 
 struct control_admin {
@@ -105,6 +122,7 @@ struct control_command {
 	int nargs;			/* -1 = checked by the handler */
 	const char *usage;
 	control_handler handler;
+	bool admin;			/* changes state: the admin level */
 };
 
 static void
@@ -220,6 +238,18 @@ control_json_worker(struct evbuffer *out, const struct control_worker *w)
 	    w->draining ? "true" : "false", shm_slot_active(w->slot));
 }
 
+static uint64_t
+control_check_failures(unsigned slot)
+{
+	const uint64_t *w = shm_server_checks(slot);
+	uint64_t n = 0;
+
+	for (unsigned r = 0; w != NULL && r < METRICS_NREASONS; r++)
+		n += __atomic_load_n(&w[METRICS_CW_FAILURES + r],
+		    __ATOMIC_RELAXED);
+	return n;
+}
+
 static void
 control_json_server(struct evbuffer *out, const struct cfg_server *s,
     unsigned slot, int64_t now)
@@ -251,6 +281,16 @@ control_json_server(struct evbuffer *out, const struct cfg_server *s,
 		evbuffer_add_printf(out, ",\"check_ms\":%.1f,"
 		    "\"last_check_s\":%.1f", h.check_ms,
 		    (double)(now - h.last_check_us) / 1e6);
+	/* issue 20: the last health change, time down and failed checks
+	 * (the check counters of the metrics, by every reason) */
+	if (h.changed_us == 0)
+		evbuffer_add_printf(out, ",\"last_change_s\":null");
+	else
+		evbuffer_add_printf(out, ",\"last_change_s\":%.1f",
+		    (double)(now - h.changed_us) / 1e6);
+	evbuffer_add_printf(out, ",\"downtime_s\":%.1f,\"check_failures\":"
+	    "%llu", (double)h.down_us / 1e6,
+	    (unsigned long long)control_check_failures(slot));
 	evbuffer_add_printf(out, ",\"active\":%u,\"total\":%llu,"
 	    "\"failures\":%llu}", shm_server_active(slot),
 	    (unsigned long long)shm_server_total(slot),
@@ -596,16 +636,89 @@ control_answer_done(struct control *c, unsigned generation,
 }
 
 static const struct control_command control_commands[] = {
-	{ "status", 0, "status", control_cmd_status },
-	{ "enable", 1, "enable POOL/SERVER", control_cmd_enable },
-	{ "disable", 1, "disable POOL/SERVER", control_cmd_disable },
-	{ "drain", 1, "drain POOL/SERVER", control_cmd_drain },
-	{ "reload", 0, "reload", control_cmd_reload },
-	{ "upgrade", -1, "upgrade [BINARY]", control_cmd_upgrade },
-	{ "metrics", 0, "metrics", control_cmd_metrics },
+	{ "status", 0, "status", control_cmd_status, false },
+	{ "enable", 1, "enable POOL/SERVER", control_cmd_enable, true },
+	{ "disable", 1, "disable POOL/SERVER", control_cmd_disable, true },
+	{ "drain", 1, "drain POOL/SERVER", control_cmd_drain, true },
+	{ "reload", 0, "reload", control_cmd_reload, true },
+	{ "upgrade", -1, "upgrade [BINARY]", control_cmd_upgrade, true },
+	{ "metrics", 0, "metrics", control_cmd_metrics, false },
+	/* deny list reads; deny add and del need the admin level */
 	{ "deny", -1, "deny add CIDR [DURATION] [REASON] | deny del CIDR | "
-	    "deny list", control_cmd_deny },
+	    "deny list", control_cmd_deny, true },
 };
+
+static bool
+control_gid_in(const gid_t *groups, size_t n, gid_t gid)
+{
+	for (size_t i = 0; i < n; i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
+}
+
+/* Whether gid is among the peer's groups: SO_PEERGROUPS, else (a kernel
+ * before 4.13) the groups of the uid's account. */
+static bool
+control_peer_in_group(struct control_conn *cc, gid_t gid)
+{
+	gid_t stack[64], *groups;
+	socklen_t len = sizeof(stack);
+	int fd = bufferevent_getfd(cc->bev), ngroups;
+	struct passwd *pw;
+	bool found;
+
+	if (cc->gid == gid)
+		return true;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, stack, &len) == 0)
+		return control_gid_in(stack, len / sizeof(gid_t), gid);
+	if (errno == ERANGE) {
+		if ((groups = malloc(len)) == NULL)
+			return false;
+		found = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups,
+		    &len) == 0 && control_gid_in(groups, len / sizeof(gid_t),
+		    gid);
+		free(groups);
+		return found;
+	}
+	if ((pw = getpwuid(cc->uid)) == NULL)
+		return false;
+	ngroups = (int)(sizeof(stack) / sizeof(stack[0]));
+	if (getgrouplist(pw->pw_name, pw->pw_gid, stack, &ngroups) != -1)
+		return control_gid_in(stack, (size_t)ngroups, gid);
+	if (ngroups <= 0 || (groups = calloc((size_t)ngroups,
+	    sizeof(gid_t))) == NULL)
+		return false;
+	found = getgrouplist(pw->pw_name, pw->pw_gid, groups, &ngroups) != -1 &&
+	    control_gid_in(groups, (size_t)ngroups, gid);
+	free(groups);
+	return found;
+}
+
+static bool
+control_peer_is_admin(struct control_conn *cc)
+{
+	const char *name = cc->c->rt->cfg->control.admin_group;
+	struct group *gr;
+
+	if (cc->admin != -1)
+		return cc->admin == 1;
+	cc->admin = 0;
+	if (cc->uid == 0 || cc->uid == geteuid())
+		cc->admin = 1;
+	else if (name[0] != '\0' && (gr = getgrnam(name)) != NULL)
+		cc->admin = control_peer_in_group(cc, gr->gr_gid);
+	return cc->admin == 1;
+}
+
+static bool
+control_needs_admin(const struct control_command *cmd, int argc, char **argv)
+{
+	if (strcmp(cmd->verb, "deny") == 0)
+		return argc >= 2 && (strcmp(argv[1], "add") == 0 ||
+		    strcmp(argv[1], "del") == 0);
+	return cmd->admin;
+}
 
 /* What a client wrote, made safe to quote back: printable ASCII only,
  * bounded. */
@@ -650,6 +763,30 @@ control_dispatch(struct control_conn *cc, char *line, struct evbuffer *out)
 			continue;
 		if (cmd->nargs >= 0 && argc - 1 != cmd->nargs) {
 			snprintf(msg, sizeof(msg), "usage: %s", cmd->usage);
+			control_answer_error(out, msg);
+			return;
+		}
+		if (control_needs_admin(cmd, argc, argv) &&
+		    !control_peer_is_admin(cc)) {
+			const char *g = cc->c->rt->cfg->control.admin_group;
+			char what[96];
+
+			if (strcmp(cmd->verb, "deny") == 0)
+				control_quote_verb(argc > 1 ? argv[1] : "",
+				    quoted, 16);
+			snprintf(what, sizeof(what), "%s%s%s", cmd->verb,
+			    strcmp(cmd->verb, "deny") == 0 ? " " : "",
+			    strcmp(cmd->verb, "deny") == 0 ? quoted : "");
+			if (g[0] != '\0')
+				snprintf(msg, sizeof(msg), "\"%s\" needs the "
+				    "admin level (group %s)", what, g);
+			else
+				snprintf(msg, sizeof(msg), "\"%s\" needs the "
+				    "admin level (root; no control.admin_group "
+				    "is set)", what);
+			log_info("control: refused \"%s\" to uid %ld pid %ld: "
+			    "it needs the admin level", what, (long)cc->uid,
+			    (long)cc->pid);
 			control_answer_error(out, msg);
 			return;
 		}
@@ -961,6 +1098,7 @@ control_on_accept(evutil_socket_t fd, short what, void *arg)
 		if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred,
 		    &credlen) == -1) {
 			cred.uid = (uid_t)-1;
+			cred.gid = (gid_t)-1;
 			cred.pid = 0;
 		}
 		if (!control_make_room(c, cred.uid)) {
@@ -981,7 +1119,9 @@ control_on_accept(evutil_socket_t fd, short what, void *arg)
 		}
 		cc->c = c;
 		cc->uid = cred.uid;
+		cc->gid = cred.gid;
 		cc->pid = cred.pid;
+		cc->admin = -1;
 		cc->state = CONTROL_READING;
 		TAILQ_INSERT_TAIL(&c->conns, cc, entry);
 		c->nconns++;
@@ -1199,7 +1339,9 @@ control_adopt_waiting(struct control *c, int fd, uid_t uid, pid_t pid)
 	}
 	cc->c = c;
 	cc->uid = uid;
+	cc->gid = (gid_t)-1;
 	cc->pid = pid;
+	cc->admin = 1;		/* it was let do the upgrade it waits for */
 	cc->state = CONTROL_WAITING;
 	TAILQ_INSERT_TAIL(&c->conns, cc, entry);
 	c->nconns++;

@@ -680,6 +680,14 @@ master_run_upgraded(const char *path)
 	if (upgrade_parse(m, &h, f, err, sizeof(err)) == -1)
 		fatalx("upgrade: the state handed over is not readable: %s",
 		    err);
+	/* Memory of another layout (a binary whose shm records differ):
+	 * refused as another format is, while it can still go back. */
+	if (shm_check_layout(h.shm_fd, err, sizeof(err)) == -1) {
+		snprintf(why, sizeof(why), "smtpfront %s cannot read the state "
+		    "handed over: %s", SMTPFRONT_VERSION, err);
+		upgrade_refuse(m, fd, why);
+		fatalx("upgrade refused: %s", why);
+	}
 	fclose(f);
 	/* Whatever else the previous image left open without FD_CLOEXEC
 	 * (a scraper's connection, say) is nobody's here. */

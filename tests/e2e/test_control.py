@@ -36,7 +36,9 @@ RESULTS = {'ok', 'no-backend', 'overload', 'client-limit', 'client-rate',
 POOL_KEYS = {'name', 'balance', 'servers'}
 SERVER_KEYS = {'name', 'address', 'state', 'health', 'admin', 'weight',
                'backup', 'reason', 'check_ms', 'last_check_s', 'active',
-               'total', 'failures'}
+               'total', 'failures',
+               # issue 20
+               'last_change_s', 'downtime_s', 'check_failures'}
 
 
 def raw_request(path, data, shut=True, timeout=TIMEOUT):

@@ -5,11 +5,15 @@ pool's PROXY header (a real v1 line, a v2 LOCAL) and never speaks before the
 final 220 of a teaser; rise/fall count consecutive checks; a pool with every
 server down answers 421 at once; backups serve only while the primary is
 down; `check: connect` stops after connect; a killed health process is
-respawned and the published state survives it."""
+respawned and the published state survives it; `status` shows each
+server's last change, time down and failed checks (issue 20), and the
+time down survives a respawn of the health process."""
 
+import json
 import os
 import re
 import signal
+import subprocess
 import time
 import unittest
 
@@ -184,6 +188,77 @@ class HealthTest(unittest.TestCase):
         self.assertEqual([e['event'] for e in evs], ['ok'] * (len(evs) - 2) +
                          ['failed', 'DOWN'], evs)
         self.assertEqual(dn['reason'], 'connect: connection refused')
+
+    # ---------------------------------------------------------- status
+
+    def server_status(self, sf, name='b1'):
+        r = subprocess.run([h.SMTPFRONTCTL_BIN, '-s', sf.control_socket,
+                            'status', '--json'], capture_output=True,
+                           text=True, timeout=TIMEOUT)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        (srv,) = [s for p in json.loads(r.stdout)['pools']
+                  for s in p['servers'] if s['name'] == name]
+        return srv
+
+    def checks_after(self, sf, since, n):
+        """Wait for n more checks of pool/b1 (debug lines) after index."""
+        evs = h.poll_until(lambda: h.health_events(sf, 'pool/b1', since),
+                           lambda e: len(e) >= n, '%d checks' % n, TIMEOUT)
+        return evs[n - 1]['index'] + 1
+
+    def test_status_last_change_downtime_failed_checks(self):
+        port = h.free_port()
+        t0 = time.monotonic()
+        sf = self.start([('b1', port)], level='debug', interval='100ms')
+        down = h.wait_health(sf, 'pool/b1', 'DOWN', TIMEOUT)
+        first = self.server_status(sf)
+        self.assertIsNotNone(first['last_change_s'])
+        self.assertGreaterEqual(first['check_failures'], 1)
+        # while down: each check is a failure, down time and the time
+        # since the change grow
+        idx = self.checks_after(sf, down['index'] + 1, 3)
+        st = self.server_status(sf)
+        self.assertEqual(st['health'], 'down')
+        self.assertGreaterEqual(st['check_failures'],
+                                first['check_failures'] + 3)
+        self.assertGreater(st['downtime_s'], first['downtime_s'])
+        self.assertGreater(st['last_change_s'], first['last_change_s'])
+        self.assertLessEqual(st['downtime_s'], time.monotonic() - t0)
+
+        # the health process respawned goes on from the published record
+        mark = sf.mark()
+        os.kill(down['pid'], signal.SIGKILL)
+        sf.wait_log(r'health process \d+ respawned as pid (\d+)', TIMEOUT,
+                    since=mark)
+        self.checks_after(sf, sf.mark(), 2)
+        again = self.server_status(sf)
+        self.assertGreaterEqual(again['downtime_s'], st['downtime_s'])
+        self.assertGreaterEqual(again['check_failures'],
+                                st['check_failures'])
+
+        # UP: the change is recent again, the down time and the failed
+        # checks stop growing
+        mark = sf.mark()
+        self.backend('normal', listen='127.0.0.1:%d' % port, name='b1')
+        up = h.wait_health(sf, 'pool/b1', 'UP', TIMEOUT, since=mark)
+        at_up = self.server_status(sf)
+        self.assertEqual(at_up['health'], 'up')
+        self.assertLess(at_up['last_change_s'], again['last_change_s'])
+        self.assertGreaterEqual(at_up['downtime_s'], again['downtime_s'])
+        self.checks_after(sf, up['index'] + 1, 3)
+        later = self.server_status(sf)
+        self.assertEqual(later['downtime_s'], at_up['downtime_s'])
+        self.assertEqual(later['check_failures'], at_up['check_failures'])
+        self.assertGreater(later['last_change_s'], at_up['last_change_s'])
+
+        # the table shows them
+        r = subprocess.run([h.SMTPFRONTCTL_BIN, '-s', sf.control_socket,
+                            'status'], capture_output=True, text=True,
+                           timeout=TIMEOUT)
+        self.assertRegex(r.stdout, r'CHECKED +CHANGED +DOWN +CHKFAIL +'
+                         r'REASON')
+        self.assertRegex(r.stdout, r'\nb1 .* up .* ago +\d+s +%d +EHLO ok'
+                         % later['check_failures'])
 
     # ---------------------------------------------------------- routing
 

@@ -163,6 +163,21 @@ def poll_until(fetch, pred, what, timeout=20, interval=0.05):
 		time.sleep(interval)
 
 
+def throwaway_users(test, roles):
+	"""Create one user per role (roles: {role: [supplementary groups]}),
+	with a name no account has, no home, and remove each at test's cleanup.
+	Returns {role: user name}."""
+	import uuid
+	names = {}
+	for role, groups in roles.items():
+		name = 'sft%s%s' % (role[:4], uuid.uuid4().hex[:6])
+		run(['useradd', '-M', '-d', '/nonexistent', '-s', '/usr/sbin/nologin']
+			+ (['-G', ','.join(groups)] if groups else []) + [name], timeout=60)
+		test.addCleanup(run, ['userdel', name], check=False, timeout=60)
+		names[role] = name
+	return names
+
+
 def run_tests():
 	"""unittest.main: exit 1 on failure, 77 (meson's SKIP) when every test
 	was skipped, else 0."""

@@ -4,7 +4,9 @@ packaging/build-deb.sh, lintian it, install it with apt, check what it put
 where, run smtpfront exactly as the installed unit's ExecStart would in
 front of a real Postfix (postscreen, postscreen_upstream_proxy_protocol =
 haproxy), relay a mail from 127.0.0.55 and find that address in Postfix's
-log, reload by SIGHUP and by the unit's ExecReload, ask for status, stop,
+log, reload by SIGHUP and by the unit's ExecReload, ask for status (and,
+as throwaway members of group smtpfront and smtpfront-admin, find
+smtpfrontctl on their PATH, read, be refused or allowed a drain), stop,
 then apt-get purge and check nothing of the package is left.
 
 Skipped (exit 77) when not root, when dpkg-buildpackage or lintian is
@@ -118,8 +120,10 @@ class Deb(unittest.TestCase):
 		self.assertIn(pw.pw_shell, ('/usr/sbin/nologin', '/sbin/nologin', '/bin/false'))
 		self.assertEqual(pw.pw_dir, '/nonexistent')
 		self.assertFalse(os.path.exists(pw.pw_dir))
+		# issue 20: the shipped config's control.admin_group, a system group
+		self.assertLess(grp.getgrnam('smtpfront-admin').gr_gid, 1000)
 		# where SPEC.md "Packaging" says
-		for path, mode in (('/usr/sbin/smtpfront', 0o755), ('/usr/sbin/smtpfrontctl', 0o755),
+		for path, mode in (('/usr/sbin/smtpfront', 0o755), ('/usr/bin/smtpfrontctl', 0o755),
 				(CONFIG, 0o644), (UNIT, 0o644),
 				('/usr/share/man/man8/smtpfront.8.gz', 0o644),
 				('/usr/share/man/man8/smtpfrontctl.8.gz', 0o644),
@@ -182,7 +186,7 @@ class Deb(unittest.TestCase):
 		argv = unitfile.exec_start(unit)
 		self.assertEqual(argv, ['/usr/sbin/smtpfront', '-c', CONFIG])
 		reload_argv = [shlex.split(v) for v in unit['Service']['ExecReload']][-1]
-		self.assertEqual(reload_argv, ['/usr/sbin/smtpfrontctl', 'reload'])
+		self.assertEqual(reload_argv, ['/usr/bin/smtpfrontctl', 'reload'])
 		with open(CONFIG) as f:
 			shipped = f.read()
 		port = free_port()
@@ -212,7 +216,7 @@ class Deb(unittest.TestCase):
 					f.write(shipped)
 
 	def _ctl(self, *args):
-		return run(['/usr/sbin/smtpfrontctl'] + list(args), check=False, timeout=60)
+		return run(['/usr/bin/smtpfrontctl'] + list(args), check=False, timeout=60)
 
 	def _status(self):
 		r = self._ctl('status', '--json')
@@ -269,10 +273,44 @@ class Deb(unittest.TestCase):
 				self.assertIn('pool postfix (source)', r.stdout)
 				self.assertRegex(r.stdout, r'\nmx1 +\[127\.0\.0\.1\]:%d +up ' % lab.port)
 				print(r.stdout)
+				self._levels()
 			finally:
 				rc = sf.stop(timeout=90)
 			self.assertEqual(rc, 0, '\n'.join(sf.logs()[-40:]))
 			self.assertFalse(os.path.exists(os.path.join(RUNTIME, 'control.sock')))
+
+	def _levels(self):
+		"""issue 20: a member of group smtpfront finds smtpfrontctl on the
+		PATH of a login shell and may read; drain needs smtpfront-admin
+		too. Throwaway users, removed after."""
+		users = pkgharness.throwaway_users(self, {
+			'reader': ['smtpfront'],
+			'admin': ['smtpfront', 'smtpfront-admin']})
+		for user in users.values():
+			r = run(['runuser', '-u', user, '--', 'sh', '-lc',
+				'command -v smtpfrontctl'], check=False, timeout=60)
+			self.assertEqual((r.returncode, r.stdout.strip()),
+				(0, '/usr/bin/smtpfrontctl'), user)
+		as_reader = ['runuser', '-u', users['reader'], '--', 'sh', '-lc']
+		r = run(as_reader + ['smtpfrontctl status'], check=False, timeout=60)
+		self.assertEqual(r.returncode, 0, r.stdout)
+		self.assertIn('pool postfix (source)', r.stdout)
+		r = run(as_reader + ['smtpfrontctl drain postfix/mx1'], check=False,
+			timeout=60)
+		self.assertEqual(r.returncode, 1, r.stdout)
+		self.assertIn('smtpfrontctl: "drain" needs the admin level (group '
+			'smtpfront-admin)', r.stdout)
+		self.assertEqual(self._status()['pools'][0]['servers'][0]['admin'],
+			'ready')
+		as_admin = ['runuser', '-u', users['admin'], '--', 'sh', '-lc']
+		r = run(as_admin + ['smtpfrontctl drain postfix/mx1'], check=False,
+			timeout=60)
+		self.assertEqual((r.returncode, r.stdout), (0, 'ok\n'))
+		self.assertEqual(self._status()['pools'][0]['servers'][0]['admin'],
+			'drain')
+		r = run(as_admin + ['smtpfrontctl enable postfix/mx1'], check=False,
+			timeout=60)
+		self.assertEqual((r.returncode, r.stdout), (0, 'ok\n'))
 
 	# ---- removal -----------------------------------------------------------------
 

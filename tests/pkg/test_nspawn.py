@@ -7,6 +7,10 @@ the host (the container shares the host's network). Under load (mail
 sessions in a loop from a few threads, counting connect errors and failed
 sessions):
 
+- (no load) a member of group smtpfront finds smtpfrontctl on its PATH
+  and may read `status`, `drain` is refused naming the admin level, and a
+  member of smtpfront-admin may drain (issue 20);
+
 - `systemctl restart` refuses no connection (the listening socket waits in
   systemd's file descriptor store while the old instance drains and the new
   one starts);
@@ -149,7 +153,8 @@ user: smtpfront
 group: smtpfront
 shutdown_timeout: 20s
 log: {target: stderr, level: info}
-control: {socket: /run/smtpfront/control.sock, mode: "0660", group: smtpfront}
+control: {socket: /run/smtpfront/control.sock, mode: "0660", group: smtpfront,
+  admin_group: smtpfront-admin}
 listeners:
   - name: smtp
     bind: ["127.0.0.1:%(port)d"]
@@ -210,6 +215,35 @@ class RealSystemd(unittest.TestCase):
 
 	def exe(self, pid):
 		return self.ct.sh('readlink /proc/%d/exe' % pid).stdout.strip()
+
+	def test_0_levels_and_path(self):
+		"""issue 20: a member of group smtpfront finds smtpfrontctl on a
+		login shell's PATH and may read; drain needs smtpfront-admin."""
+		users = {'reader': 'sftreader', 'admin': 'sftadmin'}
+		self.ct.sh('useradd -M -d /nonexistent -s /usr/sbin/nologin -G '
+			'smtpfront sftreader && useradd -M -d /nonexistent -s '
+			'/usr/sbin/nologin -G smtpfront,smtpfront-admin sftadmin')
+		self.addCleanup(self.ct.sh, 'userdel sftreader; userdel sftadmin',
+			check=False)
+
+		def as_user(role, cmd):
+			return self.ct.sh("runuser -u %s -- sh -lc '%s'" % (users[role],
+				cmd), check=False)
+		for role in users:
+			r = as_user(role, 'command -v smtpfrontctl')
+			self.assertEqual((r.returncode, r.stdout.strip()),
+				(0, '/usr/bin/smtpfrontctl'), role)
+		r = as_user('reader', 'smtpfrontctl status')
+		self.assertEqual(r.returncode, 0, r.stdout)
+		self.assertIn('pool pool', r.stdout)
+		r = as_user('reader', 'smtpfrontctl drain pool/b1')
+		self.assertEqual(r.returncode, 1, r.stdout)
+		self.assertIn('smtpfrontctl: "drain" needs the admin level (group '
+			'smtpfront-admin)', r.stdout)
+		r = as_user('admin', 'smtpfrontctl drain pool/b1')
+		self.assertEqual((r.returncode, r.stdout.strip()), (0, 'ok'))
+		r = as_user('admin', 'smtpfrontctl enable pool/b1')
+		self.assertEqual((r.returncode, r.stdout.strip()), (0, 'ok'))
 
 	def test_1_restart_refuses_nothing(self):
 		before = self.ct.main_pid()

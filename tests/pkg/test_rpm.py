@@ -78,7 +78,7 @@ class Rpm(unittest.TestCase):
 	def test_file_list(self):
 		files = set(self._q('-l').split())
 		want = {
-			'/usr/sbin/smtpfront', '/usr/sbin/smtpfrontctl',
+			'/usr/sbin/smtpfront', '/usr/bin/smtpfrontctl',
 			'/etc/smtpfront', '/etc/smtpfront/smtpfront.yaml',
 			'/usr/lib/systemd/system/smtpfront.service',
 			# issue 18: the fail2ban action, where Fedora's fail2ban looks
@@ -88,7 +88,7 @@ class Rpm(unittest.TestCase):
 		for page in ('man8/smtpfront.8', 'man8/smtpfrontctl.8', 'man5/smtpfront.yaml.5'):
 			self.assertTrue(any(re.fullmatch(r'/usr/share/man/%s(\.\w+)?'
 				% re.escape(page), f) for f in files), page)
-		allowed = re.compile(r'^(/usr/sbin/smtpfront(ctl)?|/etc/smtpfront(/.*)?'
+		allowed = re.compile(r'^(/usr/sbin/smtpfront|/usr/bin/smtpfrontctl|/etc/smtpfront(/.*)?'
 			r'|/etc/fail2ban(/action\.d(/smtpfront\.conf)?)?'
 			r'|/usr/lib/systemd/system/smtpfront\.service|/usr/share/man/.*'
 			r'|/usr/share/(doc|licenses)/smtpfront[^/]*(/.*)?|/usr/lib/\.build-id(/.*)?)$')
@@ -126,6 +126,9 @@ class Rpm(unittest.TestCase):
 		pre = parts['preinstall']
 		self.assertRegex(pre, r'getent group smtpfront >/dev/null \|\| groupadd -r '
 			r'smtpfront')
+		# issue 20: the admin level's group of the shipped config
+		self.assertRegex(pre, r'getent group smtpfront-admin >/dev/null \|\| '
+			r'groupadd -r smtpfront-admin')
 		self.assertRegex(pre, r'getent passwd smtpfront >/dev/null \|\|')
 		self.assertRegex(pre, r'useradd -r -g smtpfront -d / -s /sbin/nologin')
 		# %systemd_post: preset on first install only (the preset disables it

@@ -51,10 +51,11 @@ class UnitFile(unittest.TestCase):
 		cls.root = tempfile.mkdtemp(prefix='sfunit-')
 		shutil.copytree(units, os.path.join(cls.root, 'usr/lib/systemd/system'),
 			symlinks=True)
-		sbin = os.path.join(cls.root, 'usr/sbin')
-		os.makedirs(sbin)
-		for name in ('smtpfront', 'smtpfrontctl'):
-			shutil.copy(pkgharness.built('cmd', name), sbin)
+		# where the packages put them (issue 20: smtpfrontctl in /usr/bin,
+		# on a group member's PATH)
+		for name, where in (('smtpfront', 'usr/sbin'), ('smtpfrontctl', 'usr/bin')):
+			os.makedirs(os.path.join(cls.root, where), exist_ok=True)
+			shutil.copy(pkgharness.built('cmd', name), os.path.join(cls.root, where))
 		cls.etc = os.path.join(cls.root, 'etc/systemd/system')
 		os.makedirs(cls.etc)
 
@@ -80,8 +81,8 @@ class UnitFile(unittest.TestCase):
 	def test_verify_sees_a_broken_unit(self):
 		with open(unitfile.UNIT_SOURCE) as f:
 			text = f.read()
-		for bad in (text.replace('ExecReload=/usr/sbin/smtpfrontctl',
-				'ExecReload=/usr/sbin/smtpfrontctl-missing'),
+		for bad in (text.replace('ExecReload=/usr/bin/smtpfrontctl',
+				'ExecReload=/usr/bin/smtpfrontctl-missing'),
 				text.replace('ProtectSystem=strict', 'ProtectSystem=stricter')):
 			self.assertNotEqual(bad, text)
 			self._install(bad)

@@ -6,6 +6,7 @@
  * Exit: 0 ok, 1 error or refused, 2 usage.
  */
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <errno.h>
@@ -458,17 +459,40 @@ ctl_print_warnings(const struct json *ans)
 			fprintf(stderr, "warning: %s\n", w->items[i]->str);
 }
 
-/* An {"ok":false} answer: print its error (or errors) and fail. */
+/*
+ * Is stderr the journal (systemd names it in JOURNAL_STREAM)? Then
+ * smtpfrontctl runs as the unit's ExecReload, and the master has logged
+ * each error to that same journal already.
+ */
+static bool
+ctl_stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2 ||
+	    fstat(STDERR_FILENO, &st) == -1)
+		return false;
+	return (unsigned long long)st.st_dev == dev &&
+	    (unsigned long long)st.st_ino == ino;
+}
+
+/* An {"ok":false} answer: print its error (or errors) and fail. Into the
+ * journal the errors are not repeated: the master's own lines are there. */
 static int
 ctl_print_failure(const struct json *ans)
 {
 	const struct json *errs = json_get(ans, "errors");
 	const char *err = json_get_str(ans, "error", NULL);
+	bool journal = ctl_stderr_is_journal();
 
 	if (err != NULL)
-		fprintf(stderr, "smtpfrontctl: %s\n", err);
-	for (size_t i = 0; errs != NULL && errs->type == JSON_ARRAY &&
-	    i < errs->nitems; i++)
+		fprintf(stderr, "smtpfrontctl: %s%s\n", err, journal &&
+		    errs != NULL && errs->type == JSON_ARRAY && errs->nitems > 0 ?
+		    " (the errors are in smtpfront's log lines above)" : "");
+	for (size_t i = 0; !journal && errs != NULL &&
+	    errs->type == JSON_ARRAY && i < errs->nitems; i++)
 		if (errs->items[i]->type == JSON_STRING)
 			fprintf(stderr, "%s\n", errs->items[i]->str);
 	if (err == NULL && (errs == NULL || errs->nitems == 0))

@@ -140,6 +140,31 @@ class ReloadTest(h.ControlClient, unittest.TestCase):
             self.assertEqual(c.read_reply().code, 220)
             self.assertEqual(c.cmd('QUIT').code, 221)
 
+    def test_errors_once_in_the_journal_under_execreload(self):
+        """As the unit's ExecReload, smtpfrontctl writes to the journal the
+        master writes to: each error is there once, from the master."""
+        b1 = self.backend('b1')
+        port = h.free_port()
+        sf = self.start(self.config(port, [('b1', b1.port)]))
+        with open(sf.config_path, 'a') as f:
+            f.write('bogus_key: 1\n')
+        journal = h.tempfile.TemporaryFile('w+')
+        st = os.fstat(journal.fileno())
+        env = dict(os.environ, JOURNAL_STREAM='%d:%d' % (st.st_dev,
+                                                        st.st_ino))
+        r = subprocess.run([h.SMTPFRONTCTL_BIN, '-s', sf.control_socket,
+                            'reload'], stdout=subprocess.PIPE,
+                           stderr=journal, env=env, timeout=TIMEOUT)
+        self.assertEqual(r.returncode, 1)
+        journal.seek(0)
+        said = journal.read()
+        self.assertIn('reload failed', said)
+        self.assertIn("the errors are in smtpfront's log", said)
+        self.assertNotIn('bogus_key', said)
+        line = sf.wait_log(r'reload: .*bogus_key', TIMEOUT).string
+        self.assertEqual(sum(1 for l in sf.logs() if 'bogus_key' in l), 1,
+                         line)
+
     def test_unbindable_listener_fails_the_reload(self):
         b1 = self.backend('b1')
         port = h.free_port()

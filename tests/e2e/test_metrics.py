@@ -365,11 +365,16 @@ class MetricsTest(h.ControlClient, unittest.TestCase):
             mail_session(port)
         text = promlab.scrape(mport)
         n = 300
+        kids = [w['pid'] for w in self.status(sf)['workers']]
         t0, c0 = time.monotonic(), cpu_ticks(sf.pid)
+        w0 = sum(cpu_ticks(p) for p in kids)
         for _ in range(n):
             promlab.scrape(mport)
         wall = (time.monotonic() - t0) / n
         cpu = (cpu_ticks(sf.pid) - c0) / os.sysconf('SC_CLK_TCK') / n
+        # What the workers spent meanwhile: a scrape reads shared memory
+        # in the master and wakes no worker.
+        kids_ticks = sum(cpu_ticks(p) for p in kids) - w0
         # Sessions while a scraper asks every 100 ms (150 times what a
         # 15 s scrape interval asks), against sessions alone, alternated.
         alone, scraped = [], []
@@ -388,17 +393,22 @@ class MetricsTest(h.ControlClient, unittest.TestCase):
         print('\nscrape of 50 servers: %d bytes, %d series; master CPU '
               '%.2f ms per scrape, %.2f ms per scrape end to end; '
               'sequential sessions: %.0f/s at %.3f ms of worker CPU each '
-              'alone, %.0f/s at %.3f ms while scraped every 100 ms'
+              'alone, %.0f/s at %.3f ms while scraped every 100 ms; '
+              'workers\' CPU during the %d scrapes: %d tick(s)'
               % ((len(text), len(promlab.samples(text)), cpu * 1000,
-                  wall * 1000) + best(alone) + best(scraped)),
+                  wall * 1000) + best(alone) + best(scraped) +
+                 (n, kids_ticks)),
               file=sys.stderr)
         # 5 ms of the master's CPU a scrape; sanitizer builds run the same
         # code 2-3 times slower (CI measured 5.3 ms under ASan).
         budget = 15.0 if os.environ.get('SMTPFRONT_SANITIZED') == '1' else 5.0
         self.assertLess(cpu * 1000, budget)
-        # A scrape is the master's work alone: the workers' cost per
-        # session does not move (ticks are 10 ms: a loose bound).
-        self.assertLess(best(scraped)[1], 1.3 * best(alone)[1] + 0.02)
+        # A scrape is the master's work alone: counted in the workers' own
+        # CPU over 300 scrapes with no session (a 10 ms tick at most, for
+        # whatever else a worker's loop does meanwhile), not in the cost
+        # per session while scraped, which two shared cores make a timing
+        # test (CI measured 0.169 against 0.108 ms with nothing changed).
+        self.assertLessEqual(kids_ticks, 1)
 
 
 # The scrapers: N threads in one process, each GET /metrics in a loop

@@ -684,7 +684,7 @@ master_run_upgraded(const char *path)
 	 * refused as another format is, while it can still go back. */
 	if (shm_check_layout(h.shm_fd, err, sizeof(err)) == -1) {
 		snprintf(why, sizeof(why), "smtpfront %s cannot read the state "
-		    "handed over: %s", SMTPFRONT_VERSION, err);
+		    "handed over: %.400s", SMTPFRONT_VERSION, err);
 		upgrade_refuse(m, fd, why);
 		fatalx("upgrade refused: %s", why);
 	}

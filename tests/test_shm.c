@@ -352,7 +352,12 @@ START_TEST(test_health_no_torn_reads)
 	close(fds[0]);
 	ck_assert_uint_gt(na, 0);
 	ck_assert_uint_gt(nb, 0);
-	ck_assert_uint_lt(nfallback, 2000);
+	/* Giving up is for a writer stopped mid-update; one preempted there
+	 * on a loaded machine makes every read of its time slice give up,
+	 * so the bound is a share of the reads, not a count (CI's sanitizer
+	 * run under load went over a count of 2000 once). */
+	ck_assert_msg(nfallback * 4 < na + nb + nfallback, "%u of %u reads "
+	    "gave up", nfallback, na + nb + nfallback);
 }
 END_TEST
 

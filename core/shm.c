@@ -853,7 +853,8 @@ shm_retired_restore(enum shm_slot_region r, const uint64_t *words, size_t n)
 
 	if (w == NULL)
 		return -1;
-	memcpy(w, words, n * sizeof(*w));
+	if (n > 0)		/* words may be NULL when there are none */
+		memcpy(w, words, n * sizeof(*w));
 	free(retired_words[r]);
 	retired_words[r] = w;
 	retired_nwords[r] = n;

@@ -789,6 +789,25 @@ class Haproxy:
 
 # ---------------------------------------------------------------- /proc
 
+def listens(pid, port):
+    """True when pid holds the listening socket on port (a worker)."""
+    inodes = set()
+    for fd in os.listdir('/proc/%d/fd' % pid):
+        try:
+            link = os.readlink('/proc/%d/fd/%s' % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith('socket:['):
+            inodes.add(link[8:-1])
+    with open('/proc/net/tcp') as f:
+        for line in f.readlines()[1:]:
+            p = line.split()
+            if p[3] == '0A' and int(p[1].split(':')[1], 16) == port \
+                    and p[9] in inodes:
+                return True
+    return False
+
+
 def child_pids(pid):
     """Direct children of pid."""
     kids = []

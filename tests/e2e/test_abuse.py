@@ -5,7 +5,6 @@ crowd, per-client limits, and how many workers wake per connection. Each
 test prints what it measured. Needs a hard descriptor limit of at least
 40,000 for the 16,000-session test (skipped below that, with the reason)."""
 
-import os
 import re
 import threading
 import time
@@ -57,25 +56,7 @@ class AbuseTest(unittest.TestCase):
 
     def workers(self, sf):
         """Worker pids: the children holding the listening socket."""
-        return [pid for pid in sf.children() if self._listens(pid, sf.port)]
-
-    @staticmethod
-    def _listens(pid, port):
-        inodes = set()
-        for fd in os.listdir('/proc/%d/fd' % pid):
-            try:
-                link = os.readlink('/proc/%d/fd/%s' % (pid, fd))
-            except OSError:
-                continue
-            if link.startswith('socket:['):
-                inodes.add(link[8:-1])
-        with open('/proc/net/tcp') as f:
-            for line in f.readlines()[1:]:
-                p = line.split()
-                if p[3] == '0A' and int(p[1].split(':')[1], 16) == port \
-                        and p[9] in inodes:
-                    return True
-        return False
+        return [pid for pid in sf.children() if h.listens(pid, sf.port)]
 
     # ------------------------------------------------------- trickling
 

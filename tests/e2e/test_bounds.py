@@ -48,25 +48,6 @@ def client_source(i):
     return '127.0.3.%d' % (i + 1)
 
 
-def listens(pid, port):
-    """True when pid holds the listening socket on port (a worker)."""
-    inodes = set()
-    for fd in os.listdir('/proc/%d/fd' % pid):
-        try:
-            link = os.readlink('/proc/%d/fd/%s' % (pid, fd))
-        except OSError:
-            continue
-        if link.startswith('socket:['):
-            inodes.add(link[8:-1])
-    with open('/proc/net/tcp') as f:
-        for line in f.readlines()[1:]:
-            p = line.split()
-            if p[3] == '0A' and int(p[1].split(':')[1], 16) == port \
-                    and p[9] in inodes:
-                return True
-    return False
-
-
 _SKMEM_RE = re.compile(r'skmem:\(([^)]*)\)')
 _SKMEM_ITEM_RE = re.compile(r'([a-z]+)(\d+)$')
 
@@ -157,7 +138,7 @@ class BoundsMixin:
         # Until its first verdict the health process may still hold the
         # listening socket it inherited; after it, only the worker does.
         sf.wait_log(r'health: server \S+ is UP', TIMEOUT)
-        workers = [p for p in sf.children() if listens(p, port)]
+        workers = [p for p in sf.children() if h.listens(p, port)]
         self.assertEqual(len(workers), 1, 'one worker: %r' % workers)
         return sf, workers[0]
 
